@@ -1,0 +1,149 @@
+//! What every DockerCoins service shares, so that each service's own crate
+//! holds nothing but its routes and its work.
+//!
+//! A service's `main.rs` is one call to [`main`]: it parses the command line
+//! and environment, answers the `healthcheck` subcommand, sets up logging and
+//! metrics, binds `PORT`, wires SIGTERM/SIGINT to a [`CancellationToken`], and
+//! hands the rest to the service's `run` function.
+
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod redis;
+pub mod shutdown;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+pub use tokio_util::sync::CancellationToken;
+
+pub use config::Common;
+
+/// The command line of every service: the shared knobs, the service's own
+/// knobs, and the optional `healthcheck` subcommand.
+#[derive(Parser, Debug)]
+pub struct Cli<C: Args> {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub service: C,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Ask this service's /healthz on 127.0.0.1 and exit 0 if healthy, 1 if not
+    /// (what the images' HEALTHCHECK runs: no curl needed).
+    Healthcheck {
+        /// Port to probe (default: $PORT).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+}
+
+/// What a service gets to run with: who it is, where it listens, and the
+/// signal that tells it to stop.
+pub struct Service {
+    pub instance: String,
+    pub listener: tokio::net::TcpListener,
+    pub shutdown: CancellationToken,
+    pub common: Common,
+}
+
+/// The whole life of a service binary. `run` returns when the service has
+/// stopped; its error, if any, is logged and turns into exit code 1.
+pub fn main<C, F, Fut>(name: &'static str, about: &'static str, run: F) -> ExitCode
+where
+    C: Args + std::fmt::Debug,
+    F: FnOnce(C, Service) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let cli: Cli<C> = match config::parse(name, about) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("{name}: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        if let Some(Command::Healthcheck { port }) = cli.command {
+            return http::healthcheck(port.unwrap_or(cli.common.port)).await;
+        }
+        logging::init(&cli.common);
+        metrics::install();
+        let listener = match http::bind(cli.common.port).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::error!("cannot listen on port {}: {err}", cli.common.port);
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = shutdown::on_signal();
+        let instance = cli.common.instance();
+        tracing::info!(
+            instance,
+            port = cli.common.port,
+            "{name} starting with {:?}",
+            cli.service
+        );
+        let service = Service {
+            instance,
+            listener,
+            shutdown,
+            common: cli.common,
+        };
+        match run(cli.service, service).await {
+            Ok(()) => {
+                tracing::info!("{name} stopped");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                tracing::error!("{name} failed: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// An error with its causes, on one line: `error sending request: connection refused`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
+/// The Clap command for a service, for tests and `--help`.
+pub fn command<C: Args>(name: &'static str, about: &'static str) -> clap::Command {
+    Cli::<C>::command().name(name).about(about)
+}
+
+/// Parses a service's command line from explicit arguments (tests).
+pub fn parse_from<C: Args, I, T>(
+    name: &'static str,
+    about: &'static str,
+    args: I,
+) -> Result<Cli<C>, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut matches = command::<C>(name, about).try_get_matches_from(args)?;
+    Cli::<C>::from_arg_matches_mut(&mut matches)
+}

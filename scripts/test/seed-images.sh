@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# Seed local look-alikes of the public images the project's files name.
+#
+# The test machines reach no container registry, so `rust:1.95-slim-bookworm`,
+# `redis:7` and `registry:2` cannot be pulled. Once an image with the right tag
+# exists locally, `docker build`, `docker compose` and `docker run` use it
+# without pulling, so the project's Dockerfiles and Compose files can keep
+# naming the real images. This script makes those images from Debian packages
+# (debootstrap + `docker import`):
+#
+#   rust:1.95-slim-bookworm  gcc, libc6-dev, this machine's Rust toolchain laid
+#                            out like the official image (/usr/local/rustup,
+#                            /usr/local/cargo/bin on PATH) and this machine's CA
+#                            bundle, so cargo reaches crates.io through the
+#                            intercepting proxy
+#   redis:7                  Debian's redis-server + redis-cli, with an
+#                            entrypoint that behaves like the official one
+#   registry:2               Debian's docker-registry (Distribution 2.8) on
+#                            :5000, no auth
+#
+# An image that already exists is left alone: a seeded one (label
+# org.dockercoins.seeded) of the current seed version, or a real one (no label).
+# Root filesystems are cached under $SEED_CACHE_DIR, so a re-run after
+# `docker rmi` only re-imports. Needs root (debootstrap).
+#
+# Usage: scripts/test/seed-images.sh [rust|redis|registry ...]   (default: all three)
+# Env:   SEED_CACHE_DIR  (default /var/cache/dockercoins-seed)
+#        DEBIAN_MIRROR   (default http://deb.debian.org/debian)
+#        DEBIAN_SUITE    (default bookworm)
+#        RUST_IMAGE      (default rust:1.95-slim-bookworm)
+#        REDIS_IMAGE     (default redis:7)
+#        REGISTRY_IMAGE  (default registry:2)
+#        SEED_FORCE=1    re-import seeded images even if present (never replaces real ones)
+set -euo pipefail
+
+usage() { echo "usage: $0 [rust|redis|registry ...]   (seeds local look-alikes of the public base images; default: all)"; }
+
+SEED_CACHE_DIR="${SEED_CACHE_DIR:-/var/cache/dockercoins-seed}"
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"
+RUST_IMAGE="${RUST_IMAGE:-rust:1.95-slim-bookworm}"
+REDIS_IMAGE="${REDIS_IMAGE:-redis:7}"
+REGISTRY_IMAGE="${REGISTRY_IMAGE:-registry:2}"
+SEED_FORCE="${SEED_FORCE:-0}"
+# Bump when what a look-alike contains changes: older seeded images are then re-imported.
+SEED_VERSION=1
+SEED_LABEL=org.dockercoins.seeded
+
+log() { echo "seed-images: $*"; }
+die() { echo "seed-images: $*" >&2; exit 1; }
+
+targets=()
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help) usage; exit 0 ;;
+    rust | redis | registry) targets+=("$arg") ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+if [[ ${#targets[@]} -eq 0 ]]; then
+  targets=(rust redis registry)
+fi
+
+[[ "$(id -u)" -eq 0 ]] || die "must run as root (debootstrap needs it); try: sudo $0 $*"
+command -v docker >/dev/null || die "docker is not installed"
+docker info >/dev/null 2>&1 || die "cannot talk to the Docker engine; is dockerd running?"
+
+# apt-get that waits for another apt/dpkg process instead of failing on the lock.
+apt_install() {
+  local attempt
+  export DEBIAN_FRONTEND=noninteractive
+  for attempt in 1 2 3; do
+    if apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@"; then
+      return 0
+    fi
+    log "apt-get install $* failed (attempt $attempt); refreshing package lists"
+    apt-get -o DPkg::Lock::Timeout=600 update || true
+    sleep 5
+  done
+  die "could not install $*"
+}
+
+ensure_tools() {
+  if ! command -v debootstrap >/dev/null; then
+    log "installing debootstrap"
+    apt_install debootstrap
+  fi
+  if [[ ! -f /usr/share/keyrings/debian-archive-keyring.gpg ]]; then
+    apt_install debian-archive-keyring
+  fi
+}
+
+# Prints "seeded", "stale", "real" or "absent" for an image tag.
+image_state() {
+  local image="$1" seeded version
+  if ! docker image inspect "$image" >/dev/null 2>&1; then
+    echo absent
+    return
+  fi
+  seeded="$(docker image inspect -f "{{ index .Config.Labels \"$SEED_LABEL\" }}" "$image")"
+  version="$(docker image inspect -f '{{ index .Config.Labels "org.dockercoins.seed-version" }}' "$image")"
+  if [[ "$seeded" != 1 ]]; then
+    echo real
+  elif [[ "$version" != "$SEED_VERSION" || "$SEED_FORCE" == 1 ]]; then
+    echo stale
+  else
+    echo seeded
+  fi
+}
+
+# debootstrap a minbase root with extra packages into $SEED_CACHE_DIR/<name>/rootfs,
+# unless a complete one is cached. $2 is a function that customises the root.
+make_root() {
+  local name="$1" customise="$2" include="$3"
+  local dir="$SEED_CACHE_DIR/$name" stamp
+  stamp="v$SEED_VERSION $DEBIAN_SUITE $include"
+  if [[ -f "$dir/complete" && "$(cat "$dir/complete")" == "$stamp" ]]; then
+    log "$name: using cached root filesystem $dir/rootfs"
+    return 0
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir" "$SEED_CACHE_DIR/debs"
+  log "$name: debootstrap $DEBIAN_SUITE (minbase + $include)"
+  debootstrap --variant=minbase --include="$include" --cache-dir="$SEED_CACHE_DIR/debs" \
+    "$DEBIAN_SUITE" "$dir/rootfs" "$DEBIAN_MIRROR" >"$dir/debootstrap.log" 2>&1 ||
+    die "$name: debootstrap failed; see $dir/debootstrap.log"
+  "$customise" "$dir/rootfs"
+  # Trim what an image does not need (the official slim images do the same).
+  rm -rf "$dir/rootfs"/var/cache/apt/archives/*.deb "$dir/rootfs"/var/lib/apt/lists/* \
+    "$dir/rootfs"/usr/share/doc/* "$dir/rootfs"/usr/share/man/* "$dir/rootfs"/usr/share/info/*
+  echo "$stamp" >"$dir/complete"
+}
+
+import_root() {
+  local name="$1" image="$2"
+  shift 2
+  log "$name: importing $SEED_CACHE_DIR/$name/rootfs as $image"
+  tar --numeric-owner -C "$SEED_CACHE_DIR/$name/rootfs" -c . |
+    docker import \
+      -c "LABEL $SEED_LABEL=1" \
+      -c "LABEL org.dockercoins.seed-version=$SEED_VERSION" \
+      -c "LABEL org.opencontainers.image.description=\"Local look-alike of $image made by scripts/test/seed-images.sh\"" \
+      "$@" - "$image" >/dev/null
+}
+
+# --- rust ------------------------------------------------------------------
+
+RUST_SYSROOT=""
+RUST_TOOLCHAIN=""
+
+customise_rust() {
+  local root="$1"
+  mkdir -p "$root/usr/local/rustup/toolchains" "$root/usr/local/cargo/bin"
+  log "rust: copying toolchain $RUST_SYSROOT (without share/doc)"
+  mkdir -p "$root/usr/local/rustup/toolchains/$RUST_TOOLCHAIN"
+  tar -C "$RUST_SYSROOT" --exclude=./share/doc -c . |
+    tar -C "$root/usr/local/rustup/toolchains/$RUST_TOOLCHAIN" -x
+  local rustup_bin proxy
+  rustup_bin="$(command -v rustup || true)"
+  if [[ -n "$rustup_bin" ]]; then
+    # The official image's layout: rustup in $CARGO_HOME/bin, the tools as links to it.
+    install -m 0755 "$(readlink -f "$rustup_bin")" "$root/usr/local/cargo/bin/rustup"
+    for proxy in cargo cargo-clippy cargo-fmt clippy-driver rustc rustdoc rustfmt rust-gdb rust-gdbgui rust-lldb; do
+      ln -sf rustup "$root/usr/local/cargo/bin/$proxy"
+    done
+    cat >"$root/usr/local/rustup/settings.toml" <<SETTINGS
+version = "12"
+default_toolchain = "$RUST_TOOLCHAIN"
+profile = "minimal"
+auto_self_update = "disable"
+
+[overrides]
+SETTINGS
+  else
+    for proxy in "$root/usr/local/rustup/toolchains/$RUST_TOOLCHAIN"/bin/*; do
+      ln -sf "/usr/local/rustup/toolchains/$RUST_TOOLCHAIN/bin/$(basename "$proxy")" \
+        "$root/usr/local/cargo/bin/$(basename "$proxy")"
+    done
+  fi
+  chmod -R a+w "$root/usr/local/rustup" "$root/usr/local/cargo"
+  # HTTPS to crates.io is intercepted here with a private CA: the builder
+  # look-alike (never the project's images) carries this machine's bundle.
+  mkdir -p "$root/etc/ssl/certs"
+  install -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+}
+
+seed_rust() {
+  RUST_SYSROOT="$(rustc --print sysroot 2>/dev/null)" ||
+    die "rust: no Rust toolchain on this machine (rustc --print sysroot failed); install one with rustup"
+  local version
+  version="$(rustc --version | awk '{print $2}')"
+  RUST_TOOLCHAIN="$version-x86_64-unknown-linux-gnu"
+  [[ -f /etc/ssl/certs/ca-certificates.crt ]] || die "rust: /etc/ssl/certs/ca-certificates.crt is missing"
+  make_root rust customise_rust gcc,libc6-dev,ca-certificates
+  import_root rust "$RUST_IMAGE" \
+    -c "ENV RUSTUP_HOME=/usr/local/rustup" \
+    -c "ENV CARGO_HOME=/usr/local/cargo" \
+    -c "ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    -c "ENV RUST_VERSION=$version" \
+    -c 'CMD ["bash"]'
+}
+
+# --- redis -----------------------------------------------------------------
+
+customise_redis() {
+  local root="$1"
+  mkdir -p "$root/data"
+  chroot "$root" chown redis:redis /data
+  # Like the official image's docker-entrypoint.sh: options alone (`--appendonly yes`)
+  # mean redis-server; as root, /data is handed to the redis user and privileges dropped.
+  # Unlike Debian's packaged config, the official image listens on every interface with
+  # protected mode off and keeps its data in /data: the same defaults here.
+  cat >"$root/usr/local/bin/docker-entrypoint.sh" <<'ENTRYPOINT'
+#!/bin/sh
+set -e
+case "$1" in
+  -* | *.conf) set -- redis-server "$@" ;;
+esac
+if [ "$1" = redis-server ]; then
+  shift
+  conf=""
+  case "${1:-}" in
+    *.conf) conf="$1"; shift ;;
+  esac
+  set -- redis-server $conf --bind '*' '-::*' --protected-mode no --dir /data "$@"
+  if [ "$(id -u)" = 0 ]; then
+    find /data \! -user redis -exec chown redis:redis '{}' + 2>/dev/null || true
+    exec setpriv --reuid=redis --regid=redis --init-groups "$@"
+  fi
+fi
+exec "$@"
+ENTRYPOINT
+  chmod 0755 "$root/usr/local/bin/docker-entrypoint.sh"
+}
+
+seed_redis() {
+  make_root redis customise_redis redis-server,redis-tools
+  import_root redis "$REDIS_IMAGE" \
+    -c 'WORKDIR /data' \
+    -c 'VOLUME /data' \
+    -c 'EXPOSE 6379' \
+    -c 'ENTRYPOINT ["docker-entrypoint.sh"]' \
+    -c 'CMD ["redis-server"]'
+}
+
+# --- registry --------------------------------------------------------------
+
+customise_registry() {
+  local root="$1"
+  mkdir -p "$root/etc/docker/registry" "$root/var/lib/registry"
+  # The official image's config: filesystem storage, :5000, no auth section.
+  cat >"$root/etc/docker/registry/config.yml" <<'CONFIG'
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+CONFIG
+  ln -sf docker-registry "$root/usr/bin/registry"
+  cat >"$root/entrypoint.sh" <<'ENTRYPOINT'
+#!/bin/sh
+set -e
+case "$1" in
+  *.yaml | *.yml) set -- registry serve "$@" ;;
+  serve | garbage-collect | help | -*) set -- registry "$@" ;;
+esac
+exec "$@"
+ENTRYPOINT
+  chmod 0755 "$root/entrypoint.sh"
+}
+
+seed_registry() {
+  make_root registry customise_registry docker-registry
+  import_root registry "$REGISTRY_IMAGE" \
+    -c 'VOLUME /var/lib/registry' \
+    -c 'EXPOSE 5000' \
+    -c 'ENTRYPOINT ["/entrypoint.sh"]' \
+    -c 'CMD ["/etc/docker/registry/config.yml"]'
+}
+
+# --- main ------------------------------------------------------------------
+
+started=$SECONDS
+for target in "${targets[@]}"; do
+  case "$target" in
+    rust) image="$RUST_IMAGE" ;;
+    redis) image="$REDIS_IMAGE" ;;
+    registry) image="$REGISTRY_IMAGE" ;;
+  esac
+  t0=$SECONDS
+  state="$(image_state "$image")"
+  case "$state" in
+    seeded) log "$image: already seeded, skipped" ;;
+    real) log "$image: a real image is present, left alone" ;;
+    absent | stale)
+      ensure_tools
+      "seed_$target"
+      log "$image: seeded in $((SECONDS - t0)) s ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"
+      ;;
+  esac
+done
+log "done in $((SECONDS - started)) s"
