@@ -1,1 +1,3 @@
-fn main() {}
+fn main() -> std::process::ExitCode {
+    dockercoins::main("webui", webui::ABOUT, webui::run)
+}

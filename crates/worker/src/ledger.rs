@@ -1,0 +1,306 @@
+//! The ledger: the work done that Redis has not taken yet.
+//!
+//! Units and coins are added by the work loops and written by one flusher,
+//! every `WORKER_FLUSH_INTERVAL`, in batches. A batch that fails stays and is
+//! sent again, unchanged, until Redis takes it; new work goes to the next
+//! batch. Each batch carries a number, and Redis applies a number only once,
+//! so a batch sent again after a lost reply is never counted twice.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dockercoins::CancellationToken;
+use dockercoins::redis::Redis;
+use serde::Serialize;
+
+/// Applies one batch: `INCRBY hashes`, `HSET wallet` for each coin, once per
+/// batch number, and refreshes the worker's report for the web UI.
+/// KEYS: hashes, wallet, the worker's last batch number, its report.
+/// ARGV: batch number, units, report, then hex hash and bytes of each coin.
+/// Returns HSET's answer (1 new, 0 already there) for each coin, or nothing
+/// if this batch number was applied before.
+const APPLY_BATCH: &str = r"
+redis.call('SET', KEYS[4], ARGV[3], 'EX', 10)
+if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[1]) then
+  return {}
+end
+redis.call('SET', KEYS[3], ARGV[1], 'EX', 86400)
+redis.call('INCRBY', KEYS[1], ARGV[2])
+local created = {}
+for i = 4, #ARGV, 2 do
+  created[#created + 1] = redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+return created
+";
+
+static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(APPLY_BATCH));
+
+/// The key prefix of the workers' reports, which the web UI reads.
+pub const REPORT_PREFIX: &str = "dockercoins:report:";
+
+/// What a worker did, in all, when it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Units of work done.
+    pub units: u64,
+    /// Units that Redis counted in `hashes`.
+    pub flushed: u64,
+    pub coins_found: u64,
+    /// Coins dropped because too many waited for Redis.
+    pub coins_dropped: u64,
+}
+
+struct Coin {
+    hex_hash: String,
+    random_bytes: Bytes,
+}
+
+struct Batch {
+    number: u64,
+    units: u64,
+    coins: Vec<Coin>,
+}
+
+/// What the web UI shows of each worker (stored as JSON, expiring in 10 s).
+#[derive(Serialize)]
+struct Report<'a> {
+    instance: &'a str,
+    /// Unix seconds when written.
+    time: f64,
+    /// Units done since this worker started.
+    units: u64,
+    coins: u64,
+    /// Answers received since this worker started, by dependency and instance.
+    rng: BTreeMap<String, u64>,
+    hasher: BTreeMap<String, u64>,
+}
+
+pub struct Ledger {
+    instance: String,
+    /// Where Redis keeps the number of the last batch it applied; unique per
+    /// process, since batch numbers start again at 1 after a restart.
+    batch_key: String,
+    report_key: String,
+    max_pending_coins: usize,
+    units_waiting: AtomicU64,
+    coins_waiting: Mutex<Vec<Coin>>,
+    units_done: AtomicU64,
+    units_flushed: AtomicU64,
+    coins_found: AtomicU64,
+    coins_dropped: AtomicU64,
+    batches: AtomicU64,
+    answered: Mutex<BTreeMap<(&'static str, String), u64>>,
+    redis_failing: AtomicBool,
+}
+
+impl Ledger {
+    pub fn new(instance: &str, max_pending_coins: usize) -> Self {
+        let process = format!("{:016x}", rand::random::<u64>());
+        Ledger {
+            instance: instance.to_owned(),
+            batch_key: format!("dockercoins:batch:{instance}:{process}"),
+            report_key: format!("{REPORT_PREFIX}{instance}"),
+            max_pending_coins,
+            units_waiting: AtomicU64::new(0),
+            coins_waiting: Mutex::new(Vec::new()),
+            units_done: AtomicU64::new(0),
+            units_flushed: AtomicU64::new(0),
+            coins_found: AtomicU64::new(0),
+            coins_dropped: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            answered: Mutex::new(BTreeMap::new()),
+            redis_failing: AtomicBool::new(false),
+        }
+    }
+
+    pub fn unit_done(&self) {
+        self.units_waiting.fetch_add(1, Ordering::SeqCst);
+        self.units_done.fetch_add(1, Ordering::SeqCst);
+        metrics::counter!("worker_units_total").increment(1);
+        metrics::gauge!("worker_units_unflushed").increment(1.0);
+    }
+
+    pub fn coin_found(&self, hex_hash: String, random_bytes: Bytes) {
+        self.coins_found.fetch_add(1, Ordering::SeqCst);
+        metrics::counter!("worker_coins_found_total").increment(1);
+        let mut coins = lock(&self.coins_waiting);
+        if coins.len() >= self.max_pending_coins {
+            let dropped = self.coins_dropped.fetch_add(1, Ordering::SeqCst);
+            metrics::counter!("worker_coins_dropped_total").increment(1);
+            if dropped == 0 {
+                tracing::error!(
+                    "{} coins are waiting for redis (WORKER_MAX_PENDING_COINS); dropping new coins until it is back",
+                    coins.len()
+                );
+            }
+            return;
+        }
+        coins.push(Coin {
+            hex_hash,
+            random_bytes,
+        });
+        metrics::gauge!("worker_coins_unflushed").set(coins.len() as f64);
+    }
+
+    /// Counts which instance of a dependency answered, for the web UI.
+    pub fn answered_by(&self, dependency: &'static str, instance: &str) {
+        let mut answered = lock(&self.answered);
+        match answered.get_mut(&(dependency, instance.to_owned())) {
+            Some(count) => *count += 1,
+            None => {
+                answered.insert((dependency, instance.to_owned()), 1);
+            }
+        }
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            units: self.units_done.load(Ordering::SeqCst),
+            flushed: self.units_flushed.load(Ordering::SeqCst),
+            coins_found: self.coins_found.load(Ordering::SeqCst),
+            coins_dropped: self.coins_dropped.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Flushes every `interval` until `stop`, then flushes what is left.
+    pub async fn flush_every(
+        self: Arc<Self>,
+        interval: Duration,
+        redis: Redis,
+        stop: CancellationToken,
+    ) {
+        let mut pending = None;
+        let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = stop.cancelled() => break,
+            }
+            self.flush(&redis, &mut pending).await;
+        }
+        // The last flush: the batch that failed, if any, then what is left.
+        for _ in 0..3 {
+            if self.flush(&redis, &mut pending).await
+                && self.units_waiting.load(Ordering::SeqCst) == 0
+                && lock(&self.coins_waiting).is_empty()
+            {
+                return;
+            }
+        }
+        let left = self.units_done.load(Ordering::SeqCst) - self.units_flushed.load(Ordering::SeqCst);
+        tracing::error!("stopping with {left} units that redis did not count");
+    }
+
+    /// Sends the pending batch, or a new one; true if Redis took it.
+    async fn flush(&self, redis: &Redis, pending: &mut Option<Batch>) -> bool {
+        let batch = pending.get_or_insert_with(|| self.next_batch());
+        match self.apply(redis, batch).await {
+            Ok(created) => {
+                if created.len() == batch.coins.len() {
+                    for (coin, created) in batch.coins.iter().zip(created) {
+                        if created == 0 {
+                            tracing::info!("We already had that coin: {}...", &coin.hex_hash[..8]);
+                        }
+                    }
+                }
+                self.units_flushed.fetch_add(batch.units, Ordering::SeqCst);
+                metrics::gauge!("worker_units_unflushed").decrement(batch.units as f64);
+                if self.redis_failing.swap(false, Ordering::SeqCst) {
+                    tracing::info!("redis is back; the work done meanwhile is counted");
+                }
+                *pending = None;
+                true
+            }
+            Err(err) => {
+                if !self.redis_failing.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        "cannot update the hash counter ({err}); keeping the work for later and retrying every flush"
+                    );
+                } else {
+                    tracing::debug!("redis still failing: {err}");
+                }
+                metrics::counter!("worker_call_errors_total", "dependency" => "redis").increment(1);
+                false
+            }
+        }
+    }
+
+    fn next_batch(&self) -> Batch {
+        let units = self.units_waiting.swap(0, Ordering::SeqCst);
+        let coins = std::mem::take(&mut *lock(&self.coins_waiting));
+        metrics::gauge!("worker_coins_unflushed").set(0.0);
+        if units > 0 {
+            tracing::info!("{units} units of work done, updating hash counter");
+        } else {
+            tracing::debug!("0 units of work done, updating hash counter");
+        }
+        Batch {
+            number: self.batches.fetch_add(1, Ordering::SeqCst) + 1,
+            units,
+            coins,
+        }
+    }
+
+    async fn apply(&self, redis: &Redis, batch: &Batch) -> Result<Vec<i64>, String> {
+        let start = std::time::Instant::now();
+        let report = self.report();
+        let result = async {
+            let mut connection = redis.connection().await?;
+            let mut invocation = SCRIPT.prepare_invoke();
+            invocation
+                .key("hashes")
+                .key("wallet")
+                .key(&self.batch_key)
+                .key(&self.report_key)
+                .arg(batch.number)
+                .arg(batch.units)
+                .arg(report);
+            for coin in &batch.coins {
+                invocation
+                    .arg(&coin.hex_hash)
+                    .arg(coin.random_bytes.as_ref());
+            }
+            invocation.invoke_async::<Vec<i64>>(&mut connection).await
+        }
+        .await;
+        metrics::histogram!("worker_call_duration_seconds", "dependency" => "redis")
+            .record(start.elapsed().as_secs_f64());
+        result.map_err(|err| format!("redis at {}: {err}", redis.url()))
+    }
+
+    fn report(&self) -> String {
+        let mut report = Report {
+            instance: &self.instance,
+            time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            units: self.units_done.load(Ordering::SeqCst),
+            coins: self.coins_found.load(Ordering::SeqCst),
+            rng: BTreeMap::new(),
+            hasher: BTreeMap::new(),
+        };
+        for ((dependency, instance), count) in lock(&self.answered).iter() {
+            let by_instance = if *dependency == "rng" {
+                &mut report.rng
+            } else {
+                &mut report.hasher
+            };
+            by_instance.insert(instance.clone(), *count);
+        }
+        serde_json::to_string(&report).unwrap_or_default()
+    }
+}
+
+/// Locks a mutex; a panic elsewhere while it was held leaves data that is
+/// still consistent (counters and lists), so it is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

@@ -1,0 +1,225 @@
+//! worker: mines DockerCoins.
+//!
+//! One unit of work, as in the classic app: sleep a little, get 32 random
+//! bytes from rng, have hasher hash them; a hash that starts with `0` is a
+//! coin for the wallet. Every second the units done go to the `hashes`
+//! counter in Redis. On an error the worker logs one line, backs off and
+//! carries on; counted units and found coins wait in the [`Ledger`] until
+//! Redis takes them, so nothing is lost.
+
+mod client;
+mod ledger;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use bytes::Bytes;
+use clap::Args;
+use dockercoins::http::{Readiness, not_found};
+use dockercoins::redis::Redis;
+use dockercoins::{CancellationToken, Service};
+
+use crate::client::Client;
+pub use crate::ledger::{Ledger, Summary};
+
+pub const ABOUT: &str = "DockerCoins worker: mines coins with rng and hasher, counts them in Redis";
+
+/// How long a unit in progress may go on after a stop was asked for.
+const UNIT_GRACE: Duration = Duration::from_millis(500);
+
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// Where rng answers.
+    #[arg(long = "rng-url", env = "RNG_URL", default_value = "http://rng")]
+    pub rng_url: String,
+
+    /// Where hasher answers.
+    #[arg(long = "hasher-url", env = "HASHER_URL", default_value = "http://hasher")]
+    pub hasher_url: String,
+
+    /// Where Redis answers.
+    #[arg(long = "redis-url", env = "REDIS_URL", default_value = "redis://redis:6379")]
+    pub redis_url: String,
+
+    /// Pause before each unit of work (the classic 0.1 s).
+    #[arg(long = "sleep", env = "WORKER_SLEEP", default_value = "100ms", value_parser = dockercoins::config::duration)]
+    pub sleep: Duration,
+
+    /// Units of work done at once in this process.
+    #[arg(long = "concurrency", env = "WORKER_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+
+    /// How often the count of units goes to Redis (the classic 1 s).
+    #[arg(long = "flush-interval", env = "WORKER_FLUSH_INTERVAL", default_value = "1s", value_parser = dockercoins::config::duration)]
+    pub flush_interval: Duration,
+
+    /// Longest wait for one answer from rng or hasher.
+    #[arg(long = "timeout", env = "WORKER_TIMEOUT", default_value = "10s", value_parser = dockercoins::config::duration)]
+    pub timeout: Duration,
+
+    /// Longest back-off after an error (the classic waits 10 s).
+    #[arg(long = "max-backoff", env = "WORKER_MAX_BACKOFF", default_value = "10s", value_parser = dockercoins::config::duration)]
+    pub max_backoff: Duration,
+
+    /// Age at which connections to rng and hasher are replaced, so that calls
+    /// spread over every instance behind a name (0 = a new connection per call).
+    #[arg(long = "connection-max-age", env = "WORKER_CONNECTION_MAX_AGE", default_value = "1s", value_parser = dockercoins::config::duration)]
+    pub connection_max_age: Duration,
+
+    /// Most coins kept in memory while Redis is unreachable.
+    #[arg(long = "max-pending-coins", env = "WORKER_MAX_PENDING_COINS", default_value_t = 10_000)]
+    pub max_pending_coins: usize,
+}
+
+pub async fn run(config: Config, service: Service) -> Result<(), String> {
+    let redis = Redis::open(&config.redis_url)?;
+    let instance = service.instance.clone();
+    let shutdown = service.shutdown.clone();
+    // The worker listens only for the operations endpoints.
+    let ops = dockercoins::http::serve(
+        service,
+        Router::new().fallback(not_found),
+        Readiness::Redis(redis.clone()),
+    );
+    let (served, mined) = tokio::join!(ops, mine(config, instance, redis, shutdown));
+    let summary = mined?;
+    tracing::info!(
+        "{} units of work done in all, {} counted in redis",
+        summary.units,
+        summary.flushed
+    );
+    served
+}
+
+/// Mines until `shutdown` is cancelled, then flushes what is left and says
+/// how much was done and how much of it Redis took.
+pub async fn mine(
+    config: Config,
+    instance: String,
+    redis: Redis,
+    shutdown: CancellationToken,
+) -> Result<Summary, String> {
+    let miner = Arc::new(Miner {
+        rng: Client::new("rng", &config.rng_url, &config)?,
+        hasher: Client::new("hasher", &config.hasher_url, &config)?,
+        ledger: Arc::new(Ledger::new(&instance, config.max_pending_coins)),
+        config,
+    });
+    let stop_flushing = CancellationToken::new();
+    let flusher = tokio::spawn(miner.ledger.clone().flush_every(
+        miner.config.flush_interval,
+        redis,
+        stop_flushing.clone(),
+    ));
+    let loops: Vec<_> = (0..miner.config.concurrency)
+        .map(|_| tokio::spawn(work_loop(miner.clone(), shutdown.clone())))
+        .collect();
+    for work in loops {
+        let _ = work.await;
+    }
+    stop_flushing.cancel();
+    flusher.await.map_err(|err| format!("the flusher failed: {err}"))?;
+    Ok(miner.ledger.summary())
+}
+
+struct Miner {
+    config: Config,
+    rng: Client,
+    hasher: Client,
+    ledger: Arc<Ledger>,
+}
+
+async fn work_loop(miner: Arc<Miner>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(miner.config.max_backoff);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(miner.config.sleep) => {}
+            () = shutdown.cancelled() => return,
+        }
+        // A unit in progress when the stop comes may finish, briefly.
+        let stopping = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(UNIT_GRACE).await;
+        };
+        let result = tokio::select! {
+            result = miner.work_once() => result,
+            () = stopping => return,
+        };
+        match result {
+            Ok(()) => backoff.reset(),
+            Err(err) => {
+                let delay = backoff.next();
+                tracing::warn!("{err}; waiting {delay:?} and restarting");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+impl Miner {
+    async fn work_once(&self) -> Result<(), String> {
+        tracing::debug!("Doing one unit of work");
+        let random_bytes = self.get_random_bytes().await?;
+        let hex_hash = self.hash_bytes(random_bytes.clone()).await?;
+        if hex_hash.starts_with('0') {
+            tracing::info!("Coin found: {}...", &hex_hash[..8]);
+            self.ledger.coin_found(hex_hash, random_bytes);
+        }
+        self.ledger.unit_done();
+        Ok(())
+    }
+
+    async fn get_random_bytes(&self) -> Result<Bytes, String> {
+        let bytes = self.rng.get("/32", &self.ledger).await?;
+        if bytes.len() != 32 {
+            return Err(format!("rng answered {} bytes instead of 32", bytes.len()));
+        }
+        Ok(bytes)
+    }
+
+    async fn hash_bytes(&self, data: Bytes) -> Result<String, String> {
+        let body = self.hasher.post("/", data, &self.ledger).await?;
+        let hex_hash = String::from_utf8_lossy(&body).trim().to_owned();
+        let is_sha256 = hex_hash.len() == 64
+            && hex_hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !is_sha256 {
+            metrics::counter!("worker_call_errors_total", "dependency" => "hasher").increment(1);
+            let shown: String = hex_hash.chars().take(40).collect();
+            return Err(format!("hasher answered {shown:?}, not a SHA-256"));
+        }
+        Ok(hex_hash)
+    }
+}
+
+/// Doubling waits after consecutive errors: 250 ms, 500 ms, 1 s... up to a cap.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+
+    fn new(max: Duration) -> Self {
+        Backoff {
+            next: Self::FIRST.min(max),
+            max,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST.min(self.max);
+    }
+}
