@@ -1,0 +1,559 @@
+#!/usr/bin/env bash
+# End-to-end test of the Swarm chapter: registry, scripts/push.sh, stack.yaml and
+# the manual-flow scripts, on a single-node Swarm of this machine.
+#
+# The kernel here has no IPVS: virtual IPs and the ingress routing mesh do not
+# work, DNS round-robin endpoints and host-mode ports do. So the stack is
+# deployed with scripts/test/swarm-override.yaml and the manual flow with
+# ENDPOINT_MODE=dnsrr PUBLISH_MODE=host, and the registry is published in host mode.
+#
+# Steps: seed the base images; `docker swarm init` if no swarm is active; a
+# registry service on $REGISTRY_PORT (one that answers there already is used
+# and left alone); scripts/push.sh; the catalog lists the four repositories
+# with the tag. Then `docker stack deploy -c stack.yaml -c <override>`: every
+# service converges, rng runs exactly one task per node and names itself after
+# the node, the web UI's /json counts hashes, 10 workers reach the 10 hashes/s
+# plateau, a rolling update to a new tag completes, and an update that makes
+# hasher listen on port 81 is rolled back by Swarm itself. Then the same with
+# scripts/swarm/manual-flow.sh (step by step) and scripts/swarm/clean-up.sh.
+# Everything the test created is removed on exit, whatever happens: stack,
+# services, networks, volumes, registry service, image tags, and the swarm if
+# the test made it.
+#
+# Usage: scripts/test/swarm-e2e.sh
+# Env:   WEBUI_PORT      host port of the web UI (default 9000; Compose tests use 8000-8002)
+#        REGISTRY_PORT   registry port (default 5000)
+#        TAG             tag pushed and deployed (default latest)
+#        STACK           stack name (default dockercoins)
+#        BUILD           passed to scripts/push.sh: auto | always | never (default auto)
+#        RATE_SECONDS    length of the rate measurement (default 20, at least 15)
+#        RATE10_MIN/MAX  accepted 10-worker rate, hashes/s (default 8.5 / 10.6)
+#        WAIT_SECONDS    longest wait for a service to converge (default 150)
+#        ROLLBACK_MAX_SECONDS  longest accepted automatic rollback (default 120)
+#        PROBE_IMAGE     image with bash used to call rng inside the overlay (default redis:7)
+#        SKIP_SEED=1     do not run seed-images.sh / compose-plugin.sh
+
+# Most checks are functions run through check(); shellcheck cannot see those calls.
+# shellcheck disable=SC2317
+set -euo pipefail
+
+usage() { echo "usage: $0   (deploys DockerCoins on a single-node Swarm and checks the Swarm chapter; see the header for env knobs)"; }
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "") ;;
+  *) usage >&2; exit 2 ;;
+esac
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export WEBUI_PORT="${WEBUI_PORT:-9000}"
+export REGISTRY_PORT="${REGISTRY_PORT:-5000}"
+export REGISTRY="127.0.0.1:$REGISTRY_PORT"
+export TAG="${TAG:-latest}"
+export BUILD="${BUILD:-auto}"
+export WAIT_SECONDS="${WAIT_SECONDS:-150}"
+STACK="${STACK:-dockercoins}"
+RATE_SECONDS="${RATE_SECONDS:-20}"
+RATE10_MIN="${RATE10_MIN:-8.5}"
+RATE10_MAX="${RATE10_MAX:-10.6}"
+ROLLBACK_MAX_SECONDS="${ROLLBACK_MAX_SECONDS:-120}"
+PROBE_IMAGE="${PROBE_IMAGE:-redis:7}"
+SKIP_SEED="${SKIP_SEED:-0}"
+OVERRIDE="$ROOT/scripts/test/swarm-override.yaml"
+SERVICES=(hasher rng webui worker)
+MANUAL_SERVICES=(redis hasher rng webui worker)
+MANUAL_NETWORK=dockercoins
+# The rolling update goes to this tag (the same build, tagged and pushed again).
+NEW_TAG="e2e-update-$$"
+
+STARTED=$SECONDS
+PASSED=0
+FAILED=0
+declare -A FIGURE=()
+# What this run created, so that the clean-up removes exactly that.
+SWARM_CREATED=0
+REGISTRY_CREATED=0
+APP_OWNED=0
+CREATED_TAGS=()
+CREATED_VOLUMES=()
+
+log() { echo "swarm-e2e: $*"; }
+pass() { PASSED=$((PASSED + 1)); echo "  ok    $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "  FAIL  $*"; }
+check() { # check "description" command...
+  local what="$1"
+  shift
+  if "$@"; then pass "$what"; else fail "$what"; fi
+}
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+between() { awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(x >= lo && x <= hi) }'; }
+
+service_exists() { docker service inspect "$1" >/dev/null 2>&1; }
+network_exists() { docker network inspect "$1" >/dev/null 2>&1; }
+volume_exists() { docker volume inspect "$1" >/dev/null 2>&1; }
+
+# --- clean-up ------------------------------------------------------------------
+
+# Waits until no container of the given swarm services is left on this engine.
+wait_containers_gone() {
+  local deadline=$((SECONDS + 60)) svc left
+  while ((SECONDS < deadline)); do
+    left=0
+    for svc in "$@"; do
+      if [[ -n "$(docker ps -aq --filter "label=com.docker.swarm.service.name=$svc")" ]]; then left=1; fi
+    done
+    ((left)) || return 0
+    sleep 1
+  done
+  return 1
+}
+
+# Remembers the named volumes the running tasks of a service use (e.g. the
+# anonymous ones of the images' VOLUME lines), for removal at the end.
+remember_volumes() {
+  local id vol
+  for id in $(docker ps -q --filter "label=com.docker.swarm.service.name=$1"); do
+    for vol in $(docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' "$id"); do
+      CREATED_VOLUMES+=("$vol")
+    done
+  done
+}
+
+cleanup() {
+  local rc=$? vol tag
+  set +e
+  trap - EXIT INT TERM
+  log "cleaning up"
+  if ((APP_OWNED)); then
+    STACK="$STACK" NETWORK="$MANUAL_NETWORK" WAIT_SECONDS=60 "$ROOT/scripts/swarm/clean-up.sh" --volumes >/dev/null
+    wait_containers_gone "${STACK}_redis" "${STACK}_rng" "${STACK}_hasher" "${STACK}_worker" "${STACK}_webui" "${MANUAL_SERVICES[@]}"
+  fi
+  if ((REGISTRY_CREATED)); then
+    remember_volumes registry
+    docker service rm registry >/dev/null
+    wait_containers_gone registry
+  fi
+  for vol in "${CREATED_VOLUMES[@]}"; do
+    if volume_exists "$vol"; then docker volume rm "$vol" >/dev/null; fi
+  done
+  for tag in "${CREATED_TAGS[@]}"; do
+    if docker image inspect "$tag" >/dev/null 2>&1; then docker image rm "$tag" >/dev/null; fi
+  done
+  if ((SWARM_CREATED)); then
+    docker swarm leave --force >/dev/null
+  fi
+  return "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- helpers -----------------------------------------------------------------------
+
+# GET /json from the web UI; prints "<hashes> <now>" or fails.
+read_counter() {
+  curl -fsS --max-time 3 "http://127.0.0.1:$WEBUI_PORT/json" 2>/dev/null |
+    jq -er '"\(.hashes | tonumber) \(.now)"' 2>/dev/null
+}
+
+# Waits until the counter exceeds $1 (at most $2 s); prints the counter.
+wait_counter_above() {
+  local floor="$1" deadline=$((SECONDS + ${2:-120})) reading
+  while ((SECONDS < deadline)); do
+    if reading="$(read_counter)" && awk -v r="$reading" -v f="$floor" 'BEGIN { split(r, x, " "); exit !(x[1] > f) }'; then
+      echo "${reading%% *}"
+      return 0
+    fi
+    sleep 0.2
+  done
+  return 1
+}
+
+counter_increases() {
+  local a b
+  a="$(read_counter | cut -d' ' -f1)" || return 1
+  b="$(wait_counter_above "$a" 15)" || return 1
+  echo "    hashes $a -> $b"
+}
+
+# Hashes per second over RATE_SECONDS, from the counter and the web UI's clock.
+measure_rate() {
+  local first last
+  first="$(read_counter)" || return 1
+  sleep "$RATE_SECONDS"
+  last="$(read_counter)" || return 1
+  awk -v a="$first" -v b="$last" 'BEGIN {
+    split(a, x, " "); split(b, y, " ");
+    if (y[2] <= x[2]) exit 1;
+    printf "%.2f", (y[1] - x[1]) / (y[2] - x[2]) }'
+}
+
+# "<running>/<desired>" of a service.
+replicas() {
+  docker service ls --filter "name=$1" --format '{{.Name}} {{.Replicas}}' | awk -v n="$1" '$1 == n { print $2 }'
+}
+
+# Waits (at most $2 s) until every task a service wants runs (and is healthy).
+wait_converged() {
+  local name="$1" deadline=$((SECONDS + ${2:-$WAIT_SECONDS})) r
+  while ((SECONDS < deadline)); do
+    r="$(replicas "$name")"
+    if [[ "$r" =~ ^([0-9]+)/([0-9]+)$ ]] && ((BASH_REMATCH[2] > 0 && BASH_REMATCH[1] == BASH_REMATCH[2])); then
+      return 0
+    fi
+    sleep 1
+  done
+  echo "    $name: replicas ${r:-?} after ${2:-$WAIT_SECONDS} s" >&2
+  docker service ps --no-trunc "$name" 2>&1 | head -n 8 >&2
+  return 1
+}
+
+# Waits until a service's update is over (at most $3 s); succeeds if it ended in state $2.
+UPDATE_STATE=""
+wait_update_state() {
+  local name="$1" want="$2" deadline=$((SECONDS + ${3:-$WAIT_SECONDS}))
+  while ((SECONDS < deadline)); do
+    UPDATE_STATE="$(docker service inspect -f '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$name")"
+    case "$UPDATE_STATE" in
+      updating | rollback_started | "") sleep 0.5 ;;
+      *) [[ "$UPDATE_STATE" == "$want" ]]; return ;;
+    esac
+  done
+  return 1
+}
+
+# "node=count ..." of a service's running tasks, and whether every node has exactly one.
+tasks_per_node() {
+  docker service ps "$1" --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' |
+    awk '$2 == "Running" { n[$1]++ } END { for (k in n) printf "%s=%d ", k, n[k] }' | sed 's/ $//'
+}
+one_task_per_node() {
+  local per_node node count nodes
+  per_node="$(tasks_per_node "$1")"
+  nodes="$(docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}}' | awk '$2 == "Ready" && $3 == "Active" { print $1 }')"
+  [[ -n "$nodes" ]] || return 1
+  for node in $nodes; do
+    count="$(tr ' ' '\n' <<<"$per_node" | awk -F= -v n="$node" '$1 == n { print $2 }')"
+    [[ "$count" == 1 ]] || return 1
+  done
+  [[ "$(wc -w <<<"$per_node")" -eq "$(wc -w <<<"$nodes")" ]]
+}
+
+# GET http://rng/ from a throwaway container on the overlay network $1 (bash's
+# /dev/tcp: the probe image needs no curl). Prints the response.
+rng_banner() {
+  timeout 60 docker run --rm --network "$1" --entrypoint bash "$PROBE_IMAGE" -c \
+    'exec 3<>/dev/tcp/rng/80 && printf "GET / HTTP/1.0\r\nHost: rng\r\n\r\n" >&3 && cat <&3' 2>/dev/null | tr -d '\r'
+}
+banner_names_node() {
+  local banner node
+  banner="$(rng_banner "$1")" || return 1
+  node="$(docker node inspect self -f '{{.Description.Hostname}}')"
+  echo "    $(grep -i '^x-instance:' <<<"$banner")  /  $(tail -n 1 <<<"$banner")"
+  grep -qi "^x-instance: rng-$node\$" <<<"$banner" && grep -q "RNG running on rng-$node" <<<"$banner"
+}
+
+summary() {
+  echo
+  echo "=== DockerCoins Swarm e2e summary (stack $STACK, registry $REGISTRY, web UI :$WEBUI_PORT) ==="
+  printf '  %-44s %s\n' \
+    "push.sh (BUILD=$BUILD)" "${FIGURE[push]:-?} s" \
+    "stack deploy -> first counted hash" "${FIGURE[first_hash]:-?} s" \
+    "stack deploy -> all services converged" "${FIGURE[converged]:-?} s" \
+    "rng tasks per node (stack)" "${FIGURE[rng_nodes]:-?}" \
+    "rate, 10 workers (stack)" "${FIGURE[rate10]:-?} hashes/s" \
+    "rolling update of hasher to a new tag" "${FIGURE[update]:-?} s" \
+    "automatic rollback of hasher PORT=81" "${FIGURE[rollback]:-?} s" \
+    "manual flow: services -> first counted hash" "${FIGURE[manual_first_hash]:-?} s" \
+    "rng tasks per node (manual, global)" "${FIGURE[manual_rng_nodes]:-?}" \
+    "rate, 10 workers (manual)" "${FIGURE[manual_rate10]:-?} hashes/s" \
+    "manual rolling update of hasher" "${FIGURE[manual_update]:-?} s" \
+    "whole e2e run" "$((SECONDS - STARTED)) s"
+  echo "$PASSED passed, $FAILED failed"
+}
+finish() {
+  summary
+  if ((FAILED > 0)); then exit 1; fi
+  exit 0
+}
+abort() {
+  fail "$*"
+  finish
+}
+
+# --- prerequisites -------------------------------------------------------------------
+
+for tool in docker curl jq awk timeout; do
+  command -v "$tool" >/dev/null || { echo "swarm-e2e: $tool is missing; install it (apt-get install -y $tool)" >&2; exit 1; }
+done
+docker info >/dev/null 2>&1 || { echo "swarm-e2e: cannot talk to the Docker engine; is dockerd running?" >&2; exit 1; }
+if [[ "$SKIP_SEED" != 1 ]]; then
+  "$ROOT/scripts/test/compose-plugin.sh"
+  "$ROOT/scripts/test/seed-images.sh"
+fi
+if curl -s --max-time 1 -o /dev/null "http://127.0.0.1:$WEBUI_PORT/"; then
+  echo "swarm-e2e: port $WEBUI_PORT is already in use; free it or set WEBUI_PORT" >&2
+  exit 1
+fi
+
+# --- static checks ----------------------------------------------------------------------
+
+log "static checks"
+stack_config() { docker stack config "$@" 2>/dev/null; }
+no_version_key() { ! grep -Eq '^version:' "$ROOT/stack.yaml"; }
+check "stack.yaml has no version: key" no_version_key
+defaults="$(env -u WEBUI_PORT -u REGISTRY -u TAG docker stack config -c "$ROOT/stack.yaml" 2>/dev/null || true)"
+check "stack.yaml is valid (docker stack config)" test -n "$defaults"
+defaults_ok() {
+  grep -q 'image: 127.0.0.1:5000/rng:latest' <<<"$defaults" &&
+    grep -q 'mode: ingress' <<<"$defaults" && grep -q 'published: 8000' <<<"$defaults" &&
+    ! grep -q 'endpoint_mode' <<<"$defaults" && grep -q 'mode: global' <<<"$defaults" &&
+    grep -q 'attachable: true' <<<"$defaults" && grep -q 'failure_action: rollback' <<<"$defaults"
+}
+check "stack.yaml keeps Swarm's defaults (VIP, ingress :8000) with 127.0.0.1:5000/<svc>:latest images" defaults_ok
+merged="$(stack_config -c "$ROOT/stack.yaml" -c "$OVERRIDE" || true)"
+override_ok() {
+  [[ "$(grep -c 'endpoint_mode: dnsrr' <<<"$merged")" -eq 5 ]] &&
+    grep -q 'mode: host' <<<"$merged" && grep -q "published: $WEBUI_PORT" <<<"$merged" &&
+    ! grep -q 'mode: ingress' <<<"$merged"
+}
+check "stack.yaml + test override: dnsrr everywhere, web UI host-mode on :$WEBUI_PORT only" override_ok
+unused_port=$((REGISTRY_PORT + 1))
+while curl -s --max-time 1 -o /dev/null "http://127.0.0.1:$unused_port/"; do unused_port=$((unused_port + 1)); done
+no_registry_msg="$(REGISTRY="127.0.0.1:$unused_port" BUILD=never "$ROOT/scripts/push.sh" 2>&1)" && no_registry_rc=0 || no_registry_rc=$?
+one_line_hint() { ((no_registry_rc != 0)) && [[ "$(wc -l <<<"$no_registry_msg")" -eq 1 ]] && grep -q 'docker service create --name registry' <<<"$no_registry_msg"; }
+check "push.sh without a registry stops with one line saying how to start one" one_line_hint
+echo "    $no_registry_msg"
+
+# --- swarm and registry ---------------------------------------------------------------------
+
+swarm_state="$(docker info --format '{{.Swarm.LocalNodeState}}')"
+if [[ "$swarm_state" == inactive ]]; then
+  log "docker swarm init --advertise-addr 127.0.0.1"
+  docker swarm init --advertise-addr 127.0.0.1 >/dev/null || abort "docker swarm init"
+  SWARM_CREATED=1
+elif [[ "$(docker info --format '{{.Swarm.ControlAvailable}}')" != true ]]; then
+  echo "swarm-e2e: this engine is in a swarm ($swarm_state) but not a manager; run the test on a manager" >&2
+  exit 1
+else
+  log "using the active swarm (it stays)"
+fi
+
+# Refuse to touch what is not ours.
+conflicts=()
+for svc in "${MANUAL_SERVICES[@]}"; do
+  if service_exists "$svc"; then conflicts+=("service $svc"); fi
+done
+if network_exists "$MANUAL_NETWORK"; then conflicts+=("network $MANUAL_NETWORK"); fi
+if docker stack ls --format '{{.Name}}' | grep -qx -- "$STACK"; then conflicts+=("stack $STACK"); fi
+if volume_exists "${STACK}_redis-data"; then conflicts+=("volume ${STACK}_redis-data"); fi
+if ((${#conflicts[@]})); then
+  echo "swarm-e2e: ${conflicts[*]} exist already; remove them (scripts/swarm/clean-up.sh --volumes) or set STACK, then re-run" >&2
+  exit 1
+fi
+APP_OWNED=1
+
+for svc in "${SERVICES[@]}"; do
+  for tag in "$REGISTRY/$svc:$TAG" "$REGISTRY/$svc:$NEW_TAG" "dockercoins/$svc:$NEW_TAG"; do
+    if ! docker image inspect "$tag" >/dev/null 2>&1; then CREATED_TAGS+=("$tag"); fi
+  done
+done
+
+if curl -fsS -o /dev/null --max-time 3 "http://$REGISTRY/v2/"; then
+  log "a registry answers at $REGISTRY already: using it (it stays)"
+else
+  log "registry service on $REGISTRY_PORT (host mode)"
+  REGISTRY_CREATED=1
+  if ! PUBLISH_MODE=host REGISTRY_SERVICE=registry "$ROOT/scripts/swarm/start-registry.sh" >/dev/null; then
+    abort "registry service answering on $REGISTRY_PORT"
+  fi
+  pass "registry service answers on $REGISTRY_PORT"
+  remember_volumes registry
+fi
+
+# --- push -------------------------------------------------------------------------------------
+
+log "scripts/push.sh (REGISTRY=$REGISTRY TAG=$TAG BUILD=$BUILD)"
+t0="$(now)"
+if "$ROOT/scripts/push.sh"; then
+  FIGURE[push]="$(elapsed "$t0" "$(now)")"
+  pass "push.sh pushed the four images (${FIGURE[push]} s)"
+else
+  abort "scripts/push.sh"
+fi
+catalog="$(curl -fsS --max-time 5 "http://$REGISTRY/v2/_catalog" || true)"
+echo "    catalog: $catalog"
+in_catalog() { jq -e --arg s "$1" '.repositories | index($s)' <<<"$catalog" >/dev/null; }
+has_tag() { curl -fsS --max-time 5 "http://$REGISTRY/v2/$1/tags/list" | jq -e --arg t "$2" '.tags | index($t)' >/dev/null; }
+in_catalog_with_tag() { in_catalog "$1" && has_tag "$1" "$2"; }
+for svc in "${SERVICES[@]}"; do
+  check "the catalog lists $svc; its tags include $TAG" in_catalog_with_tag "$svc" "$TAG"
+done
+
+# --- the stack ----------------------------------------------------------------------------------
+
+log "docker stack deploy -c stack.yaml -c scripts/test/swarm-override.yaml $STACK"
+t_deploy="$(now)"
+if ! docker stack deploy -c "$ROOT/stack.yaml" -c "$OVERRIDE" "$STACK" >/dev/null; then
+  abort "docker stack deploy"
+fi
+if first="$(wait_counter_above 0 "$WAIT_SECONDS")"; then
+  FIGURE[first_hash]="$(elapsed "$t_deploy" "$(now)")"
+  pass "first hash counted ${FIGURE[first_hash]} s after 'stack deploy' (hashes=$first)"
+else
+  docker service ls >&2
+  docker service logs --tail 10 "${STACK}_worker" >&2 2>&1 || true
+  abort "no hash counted within $WAIT_SECONDS s of 'stack deploy'"
+fi
+converged_all() {
+  local svc
+  for svc in redis "${SERVICES[@]}"; do
+    wait_converged "${STACK}_$svc" || return 1
+  done
+}
+if converged_all; then
+  FIGURE[converged]="$(elapsed "$t_deploy" "$(now)")"
+  pass "every service converged ($(for s in redis "${SERVICES[@]}"; do printf '%s %s  ' "$s" "$(replicas "${STACK}_$s")"; done))"
+else
+  fail "every service converged"
+fi
+remember_volumes "${STACK}_redis"
+
+FIGURE[rng_nodes]="$(tasks_per_node "${STACK}_rng")"
+check "rng is global: exactly one task per node (${FIGURE[rng_nodes]})" one_task_per_node "${STACK}_rng"
+check "rng names itself after its node (hostname template), seen from the attachable overlay ${STACK}_default" \
+  banner_names_node "${STACK}_default"
+check ":$WEBUI_PORT/json counts hashes" counter_increases
+worker_replicas="$(replicas "${STACK}_worker")"
+check "the stack runs 10 workers ($worker_replicas)" test "$worker_replicas" = 10/10
+
+log "rate with the stack's 10 workers (${RATE_SECONDS} s)"
+sleep 5
+if rate="$(measure_rate)"; then
+  FIGURE[rate10]="$rate"
+  check "10 workers on Swarm: $rate hashes/s (expected $RATE10_MIN..$RATE10_MAX)" between "$rate" "$RATE10_MIN" "$RATE10_MAX"
+else
+  fail "10 workers on Swarm: could not read the counter"
+fi
+
+log "rolling update of ${STACK}_hasher to tag $NEW_TAG"
+push_new_tag() {
+  local svc
+  for svc in "${SERVICES[@]}"; do
+    docker tag "dockercoins/$svc:$TAG" "dockercoins/$svc:$NEW_TAG" || return 1
+  done
+  TAG="$NEW_TAG" BUILD=never "$ROOT/scripts/push.sh" >/dev/null
+}
+check "push.sh TAG=$NEW_TAG (the same build under a new tag)" push_new_tag
+t0="$(now)"
+if docker service update --detach --quiet --image "$REGISTRY/hasher:$NEW_TAG" "${STACK}_hasher" >/dev/null &&
+  wait_update_state "${STACK}_hasher" completed && wait_converged "${STACK}_hasher"; then
+  FIGURE[update]="$(elapsed "$t0" "$(now)")"
+  pass "rolling update to $NEW_TAG completed in ${FIGURE[update]} s"
+else
+  fail "rolling update to $NEW_TAG (state: ${UPDATE_STATE:-?})"
+fi
+image_now="$(docker service inspect -f '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${STACK}_hasher")"
+check "hasher now runs $NEW_TAG (${image_now%@*})" grep -q ":$NEW_TAG" <<<"$image_now"
+check "hashes still counted after the update" counter_increases
+
+log "docker service update --env-add PORT=81 ${STACK}_hasher (must roll back by itself)"
+t0="$(now)"
+if docker service update --detach --quiet --env-add PORT=81 "${STACK}_hasher" >/dev/null &&
+  wait_update_state "${STACK}_hasher" rollback_completed "$ROLLBACK_MAX_SECONDS"; then
+  FIGURE[rollback]="$(elapsed "$t0" "$(now)")"
+  pass "Swarm rolled the PORT=81 update back by itself in ${FIGURE[rollback]} s"
+else
+  fail "automatic rollback of PORT=81 within $ROLLBACK_MAX_SECONDS s (state: ${UPDATE_STATE:-?})"
+fi
+docker service inspect -f '{{.UpdateStatus.Message}}' "${STACK}_hasher" | sed 's/^/    /'
+env_now="$(docker service inspect -f '{{json .Spec.TaskTemplate.ContainerSpec.Env}}' "${STACK}_hasher")"
+no_port_81() { ! grep -q PORT=81 <<<"$env_now"; }
+check "hasher's spec is back without PORT=81 ($env_now)" no_port_81
+check "hasher converged again after the rollback" wait_converged "${STACK}_hasher"
+check "hashes still counted after the rollback" counter_increases
+
+log "docker stack rm $STACK"
+stack_gone() {
+  STACK="$STACK" NETWORK="$MANUAL_NETWORK" "$ROOT/scripts/swarm/clean-up.sh" --volumes | sed 's/^/    /' &&
+    wait_containers_gone "${STACK}_redis" "${STACK}_rng" "${STACK}_hasher" "${STACK}_worker" "${STACK}_webui" &&
+    [[ -z "$(docker service ls -q --filter "label=com.docker.stack.namespace=$STACK")" ]] &&
+    ! network_exists "${STACK}_default" && ! volume_exists "${STACK}_redis-data"
+}
+check "clean-up.sh removed the stack, its network and its volume" stack_gone
+
+# --- the manual flow ---------------------------------------------------------------------------------
+
+export ENDPOINT_MODE=dnsrr PUBLISH_MODE=host NETWORK="$MANUAL_NETWORK" WORKERS=10
+manual() {
+  local rc=0
+  "$ROOT/scripts/swarm/manual-flow.sh" "$@" >"/tmp/swarm-e2e-$$.log" 2>&1 || rc=$?
+  sed 's/^/    /' "/tmp/swarm-e2e-$$.log"
+  rm -f "/tmp/swarm-e2e-$$.log"
+  return "$rc"
+}
+
+log "manual flow: network, services (ENDPOINT_MODE=dnsrr)"
+t0="$(now)"
+check "manual-flow.sh network services" manual network services
+overlay_ok() { [[ "$(docker network inspect -f '{{.Driver}} {{.Attachable}}' "$MANUAL_NETWORK")" == "overlay true" ]]; }
+check "network $MANUAL_NETWORK is an attachable overlay" overlay_ok
+for svc in "${MANUAL_SERVICES[@]}"; do
+  check "service $svc converged ($(replicas "$svc"))" wait_converged "$svc"
+done
+remember_volumes redis
+
+log "manual flow: publish (PUBLISH_MODE=host WEBUI_PORT=$WEBUI_PORT)"
+check "manual-flow.sh publish" manual publish
+if first="$(wait_counter_above 0 "$WAIT_SECONDS")"; then
+  FIGURE[manual_first_hash]="$(elapsed "$t0" "$(now)")"
+  pass ":$WEBUI_PORT/json counts hashes (first one ${FIGURE[manual_first_hash]} s after the services step started)"
+else
+  fail ":$WEBUI_PORT/json counts hashes after the publish step"
+fi
+old_task_shut_down() { docker service ps webui --format '{{.DesiredState}} {{.CurrentState}}' | grep -q '^Shutdown Shutdown'; }
+check "docker service ps webui shows the old task shut down" old_task_shut_down
+
+log "manual flow: scale (worker --replicas 10)"
+check "manual-flow.sh scale" manual scale
+check "worker runs 10 replicas ($(replicas worker))" test "$(replicas worker)" = 10/10
+sleep 5
+if rate="$(measure_rate)"; then
+  FIGURE[manual_rate10]="$rate"
+  check "10 workers (manual flow): $rate hashes/s (expected $RATE10_MIN..$RATE10_MAX)" between "$rate" "$RATE10_MIN" "$RATE10_MAX"
+else
+  fail "10 workers (manual flow): could not read the counter"
+fi
+
+log "manual flow: global (rng re-created with --mode global)"
+check "manual-flow.sh global" manual global
+FIGURE[manual_rng_nodes]="$(tasks_per_node rng)"
+check "rng is global: exactly one task per node (${FIGURE[manual_rng_nodes]})" one_task_per_node rng
+check "rng names itself after its node, seen from the attachable overlay $MANUAL_NETWORK" banner_names_node "$MANUAL_NETWORK"
+check "hashes still counted with the global rng" counter_increases
+
+log "manual rolling update: docker service update --image $REGISTRY/hasher:$NEW_TAG hasher"
+t0="$(now)"
+if docker service update --detach --quiet --image "$REGISTRY/hasher:$NEW_TAG" hasher >/dev/null &&
+  wait_update_state hasher completed && wait_converged hasher; then
+  FIGURE[manual_update]="$(elapsed "$t0" "$(now)")"
+  pass "rolling update of hasher to $NEW_TAG completed in ${FIGURE[manual_update]} s"
+else
+  fail "rolling update of hasher to $NEW_TAG (state: ${UPDATE_STATE:-?})"
+fi
+check "hashes still counted after the update" counter_increases
+
+log "scripts/swarm/clean-up.sh"
+manual_gone() {
+  local svc
+  STACK="$STACK" NETWORK="$MANUAL_NETWORK" "$ROOT/scripts/swarm/clean-up.sh" | sed 's/^/    /' || return 1
+  for svc in "${MANUAL_SERVICES[@]}"; do
+    if service_exists "$svc"; then return 1; fi
+  done
+  ! network_exists "$MANUAL_NETWORK" && wait_containers_gone "${MANUAL_SERVICES[@]}"
+}
+check "clean-up.sh removed the five services and the network" manual_gone
+if ((REGISTRY_CREATED)); then
+  check "clean-up.sh left the registry service alone" service_exists registry
+fi
+
+finish
