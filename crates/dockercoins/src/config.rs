@@ -78,7 +78,12 @@ pub(crate) fn parse<C: Args>(name: &'static str, about: &'static str) -> Result<
         .and_then(|mut matches| Cli::<C>::from_arg_matches_mut(&mut matches));
     match result {
         Ok(cli) => Ok(cli),
-        Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
             let _ = err.print();
             Err(ExitCode::SUCCESS)
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -153,7 +153,7 @@ async fn observe(State(instance): State<HeaderValue>, request: Request, next: Ne
         .unwrap_or_else(|| "unmatched".to_owned());
     ::metrics::counter!(
         "http_requests_total",
-        "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string()
+        "route" => route.clone(), "method" => method_label(&method), "status" => status.to_string()
     )
     .increment(1);
     ::metrics::histogram!("http_request_duration_seconds", "route" => route.clone())
@@ -166,11 +166,35 @@ async fn observe(State(instance): State<HeaderValue>, request: Request, next: Ne
     response
 }
 
+/// The method as a metrics label: the standard ones, and `other` for the rest,
+/// so that made-up methods cannot add series without end.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map(|known| known.as_str())
+        .unwrap_or("other")
+}
+
 /// The `healthcheck` subcommand: `GET http://127.0.0.1:<port>/healthz`.
 pub async fn healthcheck(port: u16) -> ExitCode {
     let url = format!("http://127.0.0.1:{port}/healthz");
+    // No proxy: an HTTP_PROXY in the container's environment must not take
+    // the probe of 127.0.0.1 elsewhere.
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
+        .no_proxy()
         .build()
     {
         Ok(client) => client,

@@ -79,7 +79,7 @@ where
             return http::healthcheck(port.unwrap_or(cli.common.port)).await;
         }
         logging::init(&cli.common);
-        metrics::install();
+        metrics::install_for(name);
         let listener = match http::bind(cli.common.port).await {
             Ok(listener) => listener,
             Err(err) => {

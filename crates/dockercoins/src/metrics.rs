@@ -1,5 +1,9 @@
 //! Prometheus metrics. Services record with the `metrics` macros
 //! (`counter!`, `gauge!`, `histogram!`); `/metrics` renders them.
+//!
+//! [`METRICS`] is the one list of every metric the services export, with its
+//! labels and meaning: it gives `/metrics` its `# HELP` lines, and the README's
+//! metrics table is written from it.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -10,6 +14,83 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// in rng's line behind a class of workers.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How often histogram samples are folded into their buckets when nobody
+/// scrapes (each scrape folds them too), so that memory stays flat.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One exported metric: who exports it, its name, labels, and meaning.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// `all`, or the one service that exports it.
+    pub service: &'static str,
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static str,
+    pub help: &'static str,
+}
+
+const fn metric(
+    service: &'static str,
+    name: &'static str,
+    kind: Kind,
+    labels: &'static str,
+    help: &'static str,
+) -> Metric {
+    Metric {
+        service,
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+/// Every metric the services export.
+#[rustfmt::skip]
+pub const METRICS: [Metric; 17] = [
+    metric("all", "dockercoins_build_info", Kind::Gauge, "service, version",
+        "Always 1: which service and version answers."),
+    metric("all", "process_start_time_seconds", Kind::Gauge, "",
+        "When the process started, in Unix seconds."),
+    metric("all", "http_requests_total", Kind::Counter, "route, method, status",
+        "HTTP requests answered, by route pattern (`unmatched` for 404s), method and status."),
+    metric("all", "http_request_duration_seconds", Kind::Histogram, "route",
+        "Time to answer an HTTP request, waiting in line included."),
+    metric("rng", "rng_requests_waiting", Kind::Gauge, "",
+        "Requests for random bytes waiting in line for their turn (RNG_CONCURRENCY are served at a time)."),
+    metric("rng", "rng_wait_seconds", Kind::Histogram, "",
+        "Time a request for random bytes waited in line before its turn."),
+    metric("hasher", "hasher_bytes_hashed_total", Kind::Counter, "",
+        "Bytes hashed."),
+    metric("worker", "worker_units_total", Kind::Counter, "",
+        "Units of work done (each one is one hash, counted in `hashes` in Redis)."),
+    metric("worker", "worker_coins_found_total", Kind::Counter, "",
+        "Coins found (hashes starting with 0)."),
+    metric("worker", "worker_coins_dropped_total", Kind::Counter, "",
+        "Coins dropped because more than WORKER_MAX_PENDING_COINS waited for Redis."),
+    metric("worker", "worker_call_duration_seconds", Kind::Histogram, "dependency",
+        "Time of one call to a dependency: rng, hasher, or redis (one flush)."),
+    metric("worker", "worker_call_errors_total", Kind::Counter, "dependency",
+        "Failed calls to a dependency: rng, hasher, or redis."),
+    metric("worker", "worker_units_unflushed", Kind::Gauge, "",
+        "Units done that Redis has not counted yet."),
+    metric("worker", "worker_coins_unflushed", Kind::Gauge, "",
+        "Coins found that are not in Redis' wallet yet."),
+    metric("webui", "webui_redis_duration_seconds", Kind::Histogram, "",
+        "Time to read the counters from Redis for /json."),
+    metric("webui", "webui_redis_errors_total", Kind::Counter, "",
+        "Failed reads of the counters from Redis."),
+    metric("webui", "webui_redis_up", Kind::Gauge, "",
+        "1 if the last read of the counters from Redis worked, 0 if not."),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -25,19 +106,72 @@ pub fn install() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
         }
+        describe();
         // Histograms keep samples until drained; drain them even if nobody scrapes.
         let upkeep = handle.clone();
-        std::thread::spawn(move || {
-            loop {
-                std::thread::sleep(Duration::from_secs(5));
-                upkeep.run_upkeep();
-            }
-        });
+        let started = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                }
+            });
+        if let Err(err) = started {
+            tracing::warn!(
+                "no metrics upkeep thread ({err}); histograms are drained by scrapes only"
+            );
+        }
         handle
     })
+}
+
+/// Installs the recorder for the service `name` and sets the series every
+/// service has from its start, so that `/metrics` is never empty.
+pub fn install_for(name: &'static str) -> &'static PrometheusHandle {
+    let handle = install();
+    metrics::gauge!(
+        "dockercoins_build_info",
+        "service" => name, "version" => env!("CARGO_PKG_VERSION")
+    )
+    .set(1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_secs_f64())
+        .unwrap_or(0.0);
+    metrics::gauge!("process_start_time_seconds").set(now);
+    handle
+}
+
+fn describe() {
+    for metric in METRICS {
+        match metric.kind {
+            Kind::Counter => metrics::describe_counter!(metric.name, metric.help),
+            Kind::Gauge => metrics::describe_gauge!(metric.name, metric.help),
+            Kind::Histogram => metrics::describe_histogram!(metric.name, metric.help),
+        }
+    }
 }
 
 /// The metrics in Prometheus' text format.
 pub fn render() -> String {
     install().render()
+}
+
+/// The README's metrics table, from [`METRICS`].
+pub fn markdown_table() -> String {
+    let mut table =
+        String::from("| Service | Metric | Type | Labels | Meaning |\n|---|---|---|---|---|\n");
+    for metric in METRICS {
+        let kind = match metric.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        table.push_str(&format!(
+            "| {} | `{}` | {kind} | {} | {} |\n",
+            metric.service, metric.name, metric.labels, metric.help
+        ));
+    }
+    table
 }

@@ -1,8 +1,12 @@
 //! Shutdown: SIGTERM (what `docker stop` sends) and SIGINT (Ctrl-C) cancel one
-//! token, which is passed to everything that must stop.
+//! token, which is passed to everything that must stop. A second signal while
+//! stopping exits at once (a second Ctrl-C when the drain takes too long).
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
+
+/// Exit code after a second signal: the stop was cut short.
+pub const FORCED_EXIT_CODE: i32 = 130;
 
 /// A token cancelled by the first SIGTERM or SIGINT.
 pub fn on_signal() -> CancellationToken {
@@ -22,6 +26,12 @@ pub fn on_signal() -> CancellationToken {
         };
         tracing::info!("{name} received, shutting down");
         cancel.cancel();
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::warn!("second signal ({name}) while shutting down; exiting now");
+        std::process::exit(FORCED_EXIT_CODE);
     });
     token
 }
