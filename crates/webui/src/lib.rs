@@ -1,32 +1,44 @@
 //! webui: the mining speed, live, in a browser.
 //!
 //! `GET /json` reads the counters from Redis: coins in the wallet, hashes
-//! done, and the time. The page (`/index.html`, served from assets built into
-//! the binary, or from `WEBUI_ASSETS_DIR` for live editing) polls it every
-//! second and draws the speed.
+//! done, and the time, as in the classic app. The page (`/index.html`, served
+//! from assets built into the binary, or from `WEBUI_ASSETS_DIR` for live
+//! editing) gets the last five minutes from `/history` and then a new status
+//! every second from `/events`, both made by the [`sampler`], which reads
+//! Redis on its own.
 
 mod assets;
+pub mod history;
+pub mod sampler;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
+use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Args;
-use dockercoins::Service;
 use dockercoins::http::Readiness;
 use dockercoins::redis::Redis;
+use dockercoins::{CancellationToken, Service};
 use serde::Serialize;
+
+use crate::sampler::Live;
 
 pub const ABOUT: &str = "DockerCoins webui: the mining speed, live, in a browser";
 
 #[derive(Args, Debug, Clone)]
 pub struct Config {
     /// Where Redis answers.
-    #[arg(long = "redis-url", env = "REDIS_URL", default_value = "redis://redis:6379")]
+    #[arg(
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = "redis://redis:6379"
+    )]
     pub redis_url: String,
 
     /// Serve the page from this directory instead of the built-in copy, so
@@ -38,20 +50,34 @@ pub struct Config {
 #[derive(Clone)]
 struct Webui {
     redis: Redis,
+    live: Arc<Live>,
+    shutdown: CancellationToken,
 }
 
 pub async fn run(config: Config, service: Service) -> Result<(), String> {
     let redis = Redis::open(&config.redis_url)?;
-    let routes = app(&config, redis.clone());
+    let live = sampler::start(redis.clone(), service.shutdown.clone());
+    let routes = app(&config, redis.clone(), live, service.shutdown.clone());
     dockercoins::http::serve(service, routes, Readiness::Redis(redis)).await
 }
 
-/// The routes, without the operations endpoints.
-pub fn app(config: &Config, redis: Redis) -> Router {
+/// The routes, without the operations endpoints. `live` is what the sampler
+/// knows; `shutdown` ends the event streams so that open pages never hold up
+/// a stop.
+pub fn app(config: &Config, redis: Redis, live: Arc<Live>, shutdown: CancellationToken) -> Router {
     Router::new()
-        .route("/", get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/index.html")]) }))
+        .route(
+            "/",
+            get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/index.html")]) }),
+        )
         .route("/json", get(json))
-        .with_state(Webui { redis })
+        .route("/history", get(history))
+        .route("/events", get(events))
+        .with_state(Webui {
+            redis,
+            live,
+            shutdown,
+        })
         .fallback_service(assets::service(config.assets_dir.as_deref()))
 }
 
@@ -68,13 +94,27 @@ async fn json(State(webui): State<Webui>) -> Response {
         Ok(counters) => Json(counters).into_response(),
         Err(err) => {
             tracing::warn!("cannot read the counters: {err}");
+            metrics::counter!("webui_redis_errors_total").increment(1);
             let body = serde_json::json!({ "error": format!("redis unreachable: {err}") });
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
 }
 
-async fn read_counters(redis: &Redis) -> Result<Counters, redis::RedisError> {
+/// The speed over the last five minutes and the latest status, for a page
+/// that opens: `{"series": {"time": [...], "speed": [...]}, "status": {...}}`.
+async fn history(State(webui): State<Webui>) -> Response {
+    let json = webui.live.history_json();
+    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+/// A server-sent event stream: `history` at once, then `update` every second
+/// with the latest status (see [`history::Status`]).
+async fn events(State(webui): State<Webui>) -> impl IntoResponse {
+    Sse::new(webui.live.events(webui.shutdown.clone()))
+}
+
+pub(crate) async fn read_counters(redis: &Redis) -> Result<Counters, redis::RedisError> {
     let start = Instant::now();
     let mut connection = redis.connection().await?;
     let (coins, hashes): (u64, Option<u64>) = redis::pipe()
@@ -90,7 +130,7 @@ async fn read_counters(redis: &Redis) -> Result<Counters, redis::RedisError> {
     })
 }
 
-fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|since| since.as_secs_f64())
