@@ -17,6 +17,7 @@ use clap::Args;
 use dockercoins::Service;
 use dockercoins::http::{Readiness, not_found};
 use sha2::{Digest, Sha256};
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 pub const ABOUT: &str = "DockerCoins hasher: the SHA-256 of what you POST";
@@ -48,6 +49,8 @@ pub fn app(config: Config, instance: &str) -> Router {
         .route("/", get(|| async move { running }).post(hash))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body))
+        // A body announced over the limit gets its 413 at once, unread.
+        .layer(RequestBodyLimitLayer::new(config.max_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.body_timeout + config.delay,
