@@ -132,3 +132,220 @@ where
         task,
     }
 }
+
+static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A loopback port in `range` that was free a moment ago, picked at random so
+/// that tests running at once rarely try the same one.
+pub fn free_port_in(range: std::ops::Range<u16>) -> u16 {
+    let span = u64::from(range.end - range.start);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (u64::from(std::process::id()) << 16);
+    for _ in 0..200 {
+        // xorshift: good enough to spread tests over the range.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = range.start + (seed % span) as u16;
+        // Never the same port twice in one test process: tests run at once.
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !given.contains(&port) && TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in {range:?}");
+}
+
+/// A service binary run as a child process on its own port, its standard
+/// output kept line by line; SIGKILLed on drop if still running.
+pub struct Process {
+    pub name: String,
+    pub port: u16,
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Process {
+    /// Starts `binary` with `PORT` set to a free port of `ports`, `INSTANCE`
+    /// to its name, and `env` on top.
+    pub fn start(binary: &str, ports: std::ops::Range<u16>, env: &[(&str, &str)]) -> Process {
+        let port = free_port_in(ports);
+        let name = std::path::Path::new(binary)
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| binary.to_owned());
+        let mut child = std::process::Command::new(binary)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PORT", port.to_string())
+            .env("INSTANCE", format!("{name}-test"))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {binary}: {err}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = lines.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("  {line}");
+                keep.lock().expect("log lines").push(line);
+            }
+        });
+        Process {
+            name,
+            port,
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits until `GET path` answers 200 (`/healthz`, or `/readyz`).
+    pub async fn wait_for(&mut self, path: &str) {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("http client");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(response) = client.get(self.url(path)).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited with {status} before {path} answered", self.name);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {path} did not answer 200 within 20 s",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) and waits up to 10 s for the exit.
+    /// Returns the exit status and the time from the signal to the exit.
+    pub async fn signal_and_wait(&mut self, signal: &str) -> (std::process::ExitStatus, Duration) {
+        let sent = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        let start = Instant::now();
+        assert!(sent.success(), "kill -{signal} failed");
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the child") {
+                let elapsed = start.elapsed();
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return (status, elapsed);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+                panic!("{} still running 10 s after SIG{signal}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Standard output so far, one entry per line.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("log lines").clone()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of the sample `series` (name and labels exactly as rendered,
+/// e.g. `worker_units_total` or `http_requests_total{route="/",method="GET",status="200"}`)
+/// in Prometheus text, if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+}
+
+/// The metric names that have a `# TYPE` line in Prometheus text.
+pub fn metric_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `GET url`: status, the `X-Instance` header, and the body.
+pub async fn get(url: &str) -> (u16, Option<String>, String) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("GET {url}: {err}"));
+    let status = response.status().as_u16();
+    let instance = response
+        .headers()
+        .get(crate::http::INSTANCE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body = response.text().await.expect("response body");
+    (status, instance, body)
+}
+
+/// Runs `<binary> healthcheck [args]` with `PORT` set to `port`: its exit
+/// code and its standard output.
+pub fn healthcheck(binary: &str, port: u16, args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(binary)
+        .env_clear()
+        .env("PORT", port.to_string())
+        .arg("healthcheck")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {binary}: {err}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code().unwrap_or(-1), stdout)
+}
+
+/// The metrics in Prometheus text that are missing from [`crate::metrics::METRICS`].
+pub fn undocumented_metrics(text: &str) -> Vec<String> {
+    metric_names(text)
+        .into_iter()
+        .filter(|name| !crate::metrics::METRICS.iter().any(|m| m.name == name))
+        .collect()
+}

@@ -1,0 +1,170 @@
+//! rng as an orchestrator and an operator see it: the real binary's health,
+//! readiness and metrics endpoints, its `healthcheck` subcommand, and how it
+//! stops on SIGTERM and SIGINT.
+
+use std::time::Duration;
+
+use dockercoins::test_support::{Process, get, healthcheck, sample, undocumented_metrics};
+
+const RNG: &str = env!("CARGO_BIN_EXE_rng");
+/// This file's share of the ops tests' loopback ports.
+const PORTS: std::ops::Range<u16> = 32200..32400;
+
+async fn start(env: &[(&str, &str)]) -> Process {
+    let mut rng = Process::start(RNG, PORTS, env);
+    rng.wait_for("/healthz").await;
+    rng
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_endpoints() {
+    let mut rng = start(&[]).await;
+
+    let (status, instance, body) = get(&rng.url("/healthz")).await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!(instance.as_deref(), Some("rng-test"));
+    let (status, _, _) = get(&rng.url("/readyz")).await;
+    assert_eq!(status, 200, "rng needs nothing to be ready");
+
+    for _ in 0..3 {
+        let (status, _, _) = get(&rng.url("/32")).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _, _) = get(&rng.url("/32/extra")).await;
+    assert_eq!(status, 404);
+
+    let (status, _, metrics) = get(&rng.url("/metrics")).await;
+    assert_eq!(status, 200);
+    let requests = r#"http_requests_total{route="/{how_many_bytes}",method="GET",status="200"}"#;
+    assert_eq!(sample(&metrics, requests), Some(3.0), "{metrics}");
+    let not_found = r#"http_requests_total{route="unmatched",method="GET",status="404"}"#;
+    assert_eq!(sample(&metrics, not_found), Some(1.0), "{metrics}");
+    let latency = r#"http_request_duration_seconds_count{route="/{how_many_bytes}"}"#;
+    assert_eq!(sample(&metrics, latency), Some(3.0), "{metrics}");
+    // Each answer takes RNG_DELAY (100 ms): none is in the 0.05 s bucket, all in 0.25 s.
+    let fast = r#"http_request_duration_seconds_bucket{route="/{how_many_bytes}",le="0.05"}"#;
+    let slow = r#"http_request_duration_seconds_bucket{route="/{how_many_bytes}",le="0.25"}"#;
+    assert_eq!(sample(&metrics, fast), Some(0.0), "{metrics}");
+    assert_eq!(sample(&metrics, slow), Some(3.0), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "rng_requests_waiting"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "rng_wait_seconds_count"),
+        Some(3.0),
+        "{metrics}"
+    );
+    let build = r#"dockercoins_build_info{service="rng",version="0.1.0"}"#;
+    assert_eq!(sample(&metrics, build), Some(1.0), "{metrics}");
+    assert!(
+        metrics.contains("# HELP rng_requests_waiting "),
+        "{metrics}"
+    );
+    assert_eq!(undocumented_metrics(&metrics), Vec::<String>::new());
+
+    let (status, _) = rng.signal_and_wait("TERM").await;
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn the_line_shows_in_the_metrics_while_it_waits() {
+    let mut rng = start(&[("RNG_DELAY", "300ms")]).await;
+    let url = rng.url("/32");
+    let calls: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(get_status(url.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (_, _, metrics) = get(&rng.url("/metrics")).await;
+    assert_eq!(
+        sample(&metrics, "rng_requests_waiting"),
+        Some(4.0),
+        "{metrics}"
+    );
+    for call in calls {
+        assert_eq!(call.await.expect("call"), 200);
+    }
+    let (_, _, metrics) = get(&rng.url("/metrics")).await;
+    assert_eq!(
+        sample(&metrics, "rng_requests_waiting"),
+        Some(0.0),
+        "{metrics}"
+    );
+    // The last in line waited for the four before it: about 1.2 s, in the 2.5 s bucket.
+    assert_eq!(
+        sample(&metrics, r#"rng_wait_seconds_bucket{le="0.25"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"rng_wait_seconds_bucket{le="2.5"}"#),
+        Some(5.0)
+    );
+    let (status, _) = rng.signal_and_wait("TERM").await;
+    assert!(status.success());
+}
+
+async fn get_status(url: String) -> u16 {
+    get(&url).await.0
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_when_healthy_and_1_on_a_dead_port() {
+    let mut rng = start(&[]).await;
+
+    let (code, out) = healthcheck(RNG, rng.port, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("healthy: ") && out.lines().count() == 1,
+        "{out:?}"
+    );
+    let (code, out) = healthcheck(RNG, 1, &["--port", &rng.port.to_string()]);
+    assert_eq!(code, 0, "--port wins over PORT: {out}");
+
+    let (status, _) = rng.signal_and_wait("TERM").await;
+    assert!(status.success());
+    let (code, out) = healthcheck(RNG, rng.port, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("unhealthy: ") && out.lines().count() == 1,
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_exit_0_within_a_second() {
+    for signal in ["TERM", "INT"] {
+        let mut rng = start(&[]).await;
+        let (status, took) = rng.signal_and_wait(signal).await;
+        eprintln!("rng: SIG{signal} -> {status} in {took:?}");
+        assert_eq!(status.code(), Some(0), "SIG{signal}");
+        assert!(took < Duration::from_secs(1), "SIG{signal} took {took:?}");
+        let lines = rng.lines();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("SIG{signal} received"))),
+            "{lines:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_with_a_line_answers_the_one_served_and_503_to_the_rest() {
+    let mut rng = start(&[]).await;
+    let url = rng.url("/32");
+    let calls: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(get_status(url.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, took) = rng.signal_and_wait("TERM").await;
+    eprintln!("rng: SIGTERM with 5 requests in line -> {status} in {took:?}");
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.expect("call"));
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 503, 503, 503, 503]);
+}
