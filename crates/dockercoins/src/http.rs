@@ -50,7 +50,7 @@ pub fn with_ops(routes: Router, instance: &str, readiness: Readiness) -> Router 
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready).with_state(readiness))
-        .route("/metrics", get(|| async { metrics::render() }));
+        .route("/metrics", get(metrics_text));
     routes
         .merge(ops)
         .method_not_allowed_fallback(method_not_allowed)
@@ -106,6 +106,13 @@ async fn method_not_allowed(request: Request) -> Response {
         request.uri().path()
     );
     (StatusCode::METHOD_NOT_ALLOWED, line).into_response()
+}
+
+/// The metrics, with the content type of Prometheus' text format (which
+/// Prometheus 3 requires to parse a scrape).
+async fn metrics_text() -> Response {
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    ([(axum::http::header::CONTENT_TYPE, content_type)], metrics::render()).into_response()
 }
 
 async fn ready(State(readiness): State<Readiness>) -> Response {
