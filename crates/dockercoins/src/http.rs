@@ -112,7 +112,11 @@ async fn method_not_allowed(request: Request) -> Response {
 /// Prometheus 3 requires to parse a scrape).
 async fn metrics_text() -> Response {
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
-    ([(axum::http::header::CONTENT_TYPE, content_type)], metrics::render()).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        metrics::render(),
+    )
+        .into_response()
 }
 
 async fn ready(State(readiness): State<Readiness>) -> Response {

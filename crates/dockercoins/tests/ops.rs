@@ -108,8 +108,15 @@ async fn requests_are_counted_by_route_method_and_status() {
 
     let (status, metrics) = send("GET", &format!("{base}/metrics")).await;
     assert_eq!(status, 200);
-    let response = client().get(format!("{base}/metrics")).send().await.expect("GET");
-    let content_type = response.headers().get("content-type").expect("a content type");
+    let response = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .expect("a content type");
     assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
     let series = |method: &str, status: u16| {
         format!(
