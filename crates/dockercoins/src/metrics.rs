@@ -66,9 +66,9 @@ pub const METRICS: [Metric; 17] = [
     metric("all", "http_request_duration_seconds", Kind::Histogram, "route",
         "Time to answer an HTTP request, waiting in line included."),
     metric("rng", "rng_requests_waiting", Kind::Gauge, "",
-        "Requests for random bytes waiting in line for their turn (RNG_CONCURRENCY are served at a time)."),
+        "Requests waiting in line for their turn (RNG_CONCURRENCY are served at a time; GET / waits too)."),
     metric("rng", "rng_wait_seconds", Kind::Histogram, "",
-        "Time a request for random bytes waited in line before its turn."),
+        "Time a request waited in line before its turn."),
     metric("hasher", "hasher_bytes_hashed_total", Kind::Counter, "",
         "Bytes hashed."),
     metric("worker", "worker_units_total", Kind::Counter, "",
@@ -86,11 +86,11 @@ pub const METRICS: [Metric; 17] = [
     metric("worker", "worker_coins_unflushed", Kind::Gauge, "",
         "Coins found that are not in Redis' wallet yet."),
     metric("webui", "webui_redis_duration_seconds", Kind::Histogram, "",
-        "Time to read the counters from Redis for /json."),
+        "Time to read the counters from Redis (every second, and for each GET /json)."),
     metric("webui", "webui_redis_errors_total", Kind::Counter, "",
-        "Failed reads of the counters from Redis."),
+        "Failed reads of the counters from Redis for GET /json."),
     metric("webui", "webui_redis_up", Kind::Gauge, "",
-        "1 if the last read of the counters from Redis worked, 0 if not."),
+        "1 if the last read of the counters (every second) worked, 0 if not."),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
