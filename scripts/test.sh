@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The one test command. On a fresh Debian machine it installs what the tests
+# need (Debian packages, the Compose plugin), seeds the base images the
+# Dockerfiles name, then runs every suite: lint, the Rust tests, the native
+# end-to-end measurements, the browser test, and the Docker, Compose and Swarm
+# tests. It prints one line per suite and a final `N passed, M failed`.
+#
+# Usage: scripts/test.sh [SUITE...]     (default: all suites, in order)
+# Suites: lint rust native browser prometheus faults compose compose-faults swarm cluster
+# Environment: SKIP="suite ..." skips suites; LOG_DIR keeps each suite's log
+# (default: a temporary directory, printed at the end).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+ALL_SUITES=(lint rust native browser prometheus faults compose compose-faults swarm cluster)
+SKIP=${SKIP:-}
+LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/dockercoins-test.XXXXXX)}
+mkdir -p "$LOG_DIR"
+
+case "${1:-}" in
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+suites=("$@")
+[ ${#suites[@]} -gt 0 ] || suites=("${ALL_SUITES[@]}")
+
+# -- What the tests need --------------------------------------------------------
+install_packages() {
+    local wanted=(redis-server redis-tools chromium chromium-driver debootstrap shellcheck prometheus wrk curl python3-venv)
+    local missing=()
+    for package in "${wanted[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+        return 1
+    fi
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+needs_docker() {
+    case " $* " in *" compose "* | *" compose-faults "* | *" swarm "* | *" cluster "*) return 0 ;; esac
+    return 1
+}
+
+install_packages
+command -v cargo >/dev/null || { echo "cargo missing: install Rust (https://rustup.rs)" >&2; exit 1; }
+if needs_docker "${suites[@]}"; then
+    docker info >/dev/null 2>&1 || { echo "Docker engine not reachable: start dockerd" >&2; exit 1; }
+    scripts/test/compose-plugin.sh
+    scripts/test/seed-images.sh
+fi
+
+# -- The suites -------------------------------------------------------------------
+suite_lint() {
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    shellcheck scripts/*.sh scripts/*/*.sh .ci/run
+    if docker compose version >/dev/null 2>&1; then
+        for file in compose.yaml compose.*.yaml; do
+            [ "$file" = compose.yaml ] && docker compose -f compose.yaml config -q && continue
+            docker compose -f compose.yaml -f "$file" config -q
+        done
+    fi
+}
+suite_rust() {
+    cargo build --release --locked
+    cargo test --workspace --locked
+}
+suite_native() { scripts/test/native-e2e.sh; }
+suite_browser() { scripts/test/webui-browser.sh; }
+suite_prometheus() { scripts/test/prometheus-scrape.sh; }
+suite_faults() { scripts/test/faults-e2e.sh; }
+suite_compose() { scripts/test/compose-e2e.sh; }
+suite_compose-faults() { scripts/test/compose-faults.sh; }
+suite_swarm() { scripts/test/swarm-e2e.sh; }
+suite_cluster() { scripts/test/cluster-e2e.sh; }
+
+passed=0
+failed=0
+summary=()
+for suite in "${suites[@]}"; do
+    case " $SKIP " in *" $suite "*) summary+=("SKIP  $suite"); continue ;; esac
+    declare -F "suite_$suite" >/dev/null || { echo "unknown suite: $suite (see --help)" >&2; exit 2; }
+    echo "=== $suite (log: $LOG_DIR/$suite.log)"
+    start=$(date +%s)
+    if "suite_$suite" > >(tee "$LOG_DIR/$suite.log") 2>&1; then
+        result=PASS; passed=$((passed + 1))
+    else
+        result=FAIL; failed=$((failed + 1))
+    fi
+    line=$(printf '%-5s %-15s %4ss' "$result" "$suite" "$(($(date +%s) - start))")
+    summary+=("$line")
+    echo "=== $line"
+done
+
+echo
+echo "Suites (logs in $LOG_DIR):"
+printf '  %s\n' "${summary[@]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
