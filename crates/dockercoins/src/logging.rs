@@ -37,6 +37,10 @@ pub fn init(common: &Common) {
             .with_writer(OneLine)
             .try_init()
     };
+    // A panic is an event like the others: one line, in the chosen format.
+    std::panic::set_hook(Box::new(|panic| {
+        tracing::error!("{panic}");
+    }));
 }
 
 /// Standard output, with the line breaks inside an event (an error message
