@@ -19,6 +19,7 @@ use clap::Args;
 use dockercoins::http::{Readiness, not_found};
 use dockercoins::redis::Redis;
 use dockercoins::{CancellationToken, Service};
+use sha2::{Digest, Sha256};
 
 use crate::client::Client;
 pub use crate::ledger::{Ledger, Summary};
@@ -166,6 +167,15 @@ impl Miner {
         let random_bytes = self.get_random_bytes().await?;
         let hex_hash = self.hash_bytes(random_bytes.clone()).await?;
         if hex_hash.starts_with('0') {
+            // Only a real coin goes to the wallet: a hasher gone wrong must not fill it.
+            if hex::encode(Sha256::digest(&random_bytes)) != hex_hash {
+                metrics::counter!("worker_call_errors_total", "dependency" => "hasher")
+                    .increment(1);
+                return Err(format!(
+                    "hasher answered {}..., not the SHA-256 of the bytes sent: no coin",
+                    &hex_hash[..8]
+                ));
+            }
             tracing::info!("Coin found: {}...", &hex_hash[..8]);
             self.ledger.coin_found(hex_hash, random_bytes);
         }
