@@ -150,7 +150,7 @@ fn garbage_hasher() -> Router {
         "/",
         post(|| async {
             let zeros = "0".repeat(64);
-            let answers: [(StatusCode, String); 9] = [
+            let answers: [(StatusCode, String); 11] = [
                 (StatusCode::OK, "not a hash".to_owned()),
                 (StatusCode::OK, String::new()),
                 (
@@ -162,7 +162,10 @@ fn garbage_hasher() -> Router {
                 (StatusCode::OK, format!("{}G", "0".repeat(63))),
                 (StatusCode::OK, format!("0ABCDEF{}", "0".repeat(57))),
                 (StatusCode::OK, format!("{zeros}\n{zeros}")),
-                (StatusCode::INTERNAL_SERVER_ERROR, zeros),
+                (StatusCode::INTERNAL_SERVER_ERROR, zeros.clone()),
+                // Well formed, and a coin by its look, but not the SHA-256 of the body.
+                (StatusCode::OK, "0123456789abcdef".repeat(4)),
+                (StatusCode::OK, zeros),
             ];
             let call = CALLS.fetch_add(1, Ordering::SeqCst) as usize;
             answers[call % answers.len()].clone().into_response()
