@@ -246,12 +246,12 @@ impl Process {
     /// Sends `signal` (`TERM`, `INT`) and waits up to 10 s for the exit.
     /// Returns the exit status and the time from the signal to the exit.
     pub async fn signal_and_wait(&mut self, signal: &str) -> (std::process::ExitStatus, Duration) {
+        let start = Instant::now();
         let sent = std::process::Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status()
             .expect("run kill");
-        let start = Instant::now();
         assert!(sent.success(), "kill -{signal} failed");
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for the child") {

@@ -10,8 +10,8 @@ const HASHER: &str = env!("CARGO_BIN_EXE_hasher");
 /// This file's share of the ops tests' loopback ports.
 const PORTS: std::ops::Range<u16> = 32400..32600;
 
-async fn start() -> Process {
-    let mut hasher = Process::start(HASHER, PORTS, &[]);
+async fn start(env: &[(&str, &str)]) -> Process {
+    let mut hasher = Process::start(HASHER, PORTS, env);
     hasher.wait_for("/healthz").await;
     hasher
 }
@@ -28,7 +28,7 @@ async fn post(url: String, body: &'static [u8]) -> (u16, String) {
 
 #[tokio::test]
 async fn health_readiness_and_metrics_endpoints() {
-    let mut hasher = start().await;
+    let mut hasher = start(&[]).await;
 
     let (status, instance, body) = get(&hasher.url("/healthz")).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
@@ -66,7 +66,7 @@ async fn health_readiness_and_metrics_endpoints() {
 
 #[tokio::test]
 async fn healthcheck_exits_0_when_healthy_and_1_on_a_dead_port() {
-    let mut hasher = start().await;
+    let mut hasher = start(&[]).await;
     let (code, out) = healthcheck(HASHER, hasher.port, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -87,7 +87,7 @@ async fn healthcheck_exits_0_when_healthy_and_1_on_a_dead_port() {
 #[tokio::test]
 async fn sigterm_and_sigint_exit_0_within_a_second() {
     for signal in ["TERM", "INT"] {
-        let mut hasher = start().await;
+        let mut hasher = start(&[]).await;
         let (status, took) = hasher.signal_and_wait(signal).await;
         eprintln!("hasher: SIG{signal} -> {status} in {took:?}");
         assert_eq!(status.code(), Some(0), "SIG{signal}");
@@ -97,11 +97,12 @@ async fn sigterm_and_sigint_exit_0_within_a_second() {
 
 #[tokio::test]
 async fn sigterm_lets_the_hashes_in_flight_finish() {
-    let mut hasher = start().await;
+    let mut hasher = start(&[("HASHER_DELAY", "500ms")]).await;
     let calls: Vec<_> = (0..5)
         .map(|_| tokio::spawn(post(hasher.url("/"), b"in flight")))
         .collect();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // HASHER_DELAY=500ms: the five are in flight well before the signal.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let start = Instant::now();
     let (status, took) = hasher.signal_and_wait("TERM").await;
     eprintln!("hasher: SIGTERM with 5 hashes in flight -> {status} in {took:?}");

@@ -70,17 +70,25 @@ async fn health_readiness_and_metrics_endpoints() {
 
 #[tokio::test]
 async fn the_line_shows_in_the_metrics_while_it_waits() {
-    let mut rng = start(&[("RNG_DELAY", "300ms")]).await;
+    let mut rng = start(&[("RNG_DELAY", "400ms")]).await;
     let url = rng.url("/32");
     let calls: Vec<_> = (0..5)
         .map(|_| tokio::spawn(get_status(url.clone())))
         .collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let (_, _, metrics) = get(&rng.url("/metrics")).await;
+    // While the first is served (400 ms), the four others wait.
+    let mut waiting = Vec::new();
+    for _ in 0..20 {
+        let (_, _, metrics) = get(&rng.url("/metrics")).await;
+        waiting.push(sample(&metrics, "rng_requests_waiting").unwrap_or(0.0));
+        if waiting.last() == Some(&4.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
-        sample(&metrics, "rng_requests_waiting"),
-        Some(4.0),
-        "{metrics}"
+        waiting.last(),
+        Some(&4.0),
+        "rng_requests_waiting was {waiting:?}"
     );
     for call in calls {
         assert_eq!(call.await.expect("call"), 200);
@@ -91,7 +99,7 @@ async fn the_line_shows_in_the_metrics_while_it_waits() {
         Some(0.0),
         "{metrics}"
     );
-    // The last in line waited for the four before it: about 1.2 s, in the 2.5 s bucket.
+    // The last in line waited for the four before it: about 1.6 s, in the 2.5 s bucket.
     assert_eq!(
         sample(&metrics, r#"rng_wait_seconds_bucket{le="0.25"}"#),
         Some(1.0)
@@ -156,7 +164,14 @@ async fn sigterm_with_a_line_answers_the_one_served_and_503_to_the_rest() {
     let calls: Vec<_> = (0..5)
         .map(|_| tokio::spawn(get_status(url.clone())))
         .collect();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // SIGTERM once one is served and four wait in line.
+    for _ in 0..50 {
+        let (_, _, metrics) = get(&rng.url("/metrics")).await;
+        if sample(&metrics, "rng_requests_waiting") == Some(4.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let (status, took) = rng.signal_and_wait("TERM").await;
     eprintln!("rng: SIGTERM with 5 requests in line -> {status} in {took:?}");
     assert_eq!(status.code(), Some(0));
