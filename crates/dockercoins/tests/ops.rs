@@ -15,12 +15,12 @@ struct NoKnobs {}
 
 /// A loopback listener in this file's share of the ops tests' ports.
 async fn listener() -> tokio::net::TcpListener {
-    for port in 32000..32200 {
+    for port in 32000..32100 {
         if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
             return listener;
         }
     }
-    panic!("no free port in 32000..32200");
+    panic!("no free port in 32000..32100");
 }
 
 struct Served {

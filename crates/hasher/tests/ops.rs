@@ -8,7 +8,7 @@ use dockercoins::test_support::{Process, get, healthcheck, sample, undocumented_
 
 const HASHER: &str = env!("CARGO_BIN_EXE_hasher");
 /// This file's share of the ops tests' loopback ports.
-const PORTS: std::ops::Range<u16> = 32400..32600;
+const PORTS: std::ops::Range<u16> = 32250..32400;
 
 async fn start(env: &[(&str, &str)]) -> Process {
     let mut hasher = Process::start(HASHER, PORTS, env);

@@ -8,7 +8,7 @@ use dockercoins::test_support::{Process, get, healthcheck, sample, undocumented_
 
 const RNG: &str = env!("CARGO_BIN_EXE_rng");
 /// This file's share of the ops tests' loopback ports.
-const PORTS: std::ops::Range<u16> = 32200..32400;
+const PORTS: std::ops::Range<u16> = 32100..32250;
 
 async fn start(env: &[(&str, &str)]) -> Process {
     let mut rng = Process::start(RNG, PORTS, env);

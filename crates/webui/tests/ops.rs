@@ -13,7 +13,7 @@ use dockercoins::test_support::{
 
 const WEBUI: &str = env!("CARGO_BIN_EXE_webui");
 /// This file's share of the ops tests' loopback ports.
-const PORTS: std::ops::Range<u16> = 32800..32900;
+const PORTS: std::ops::Range<u16> = 32600..32700;
 
 async fn start(redis: &RedisServer) -> Process {
     let mut webui = Process::start(WEBUI, PORTS, &[("REDIS_URL", &redis.url())]);

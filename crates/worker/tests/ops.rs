@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 /// This file's share of the ops tests' loopback ports.
-const PORTS: std::ops::Range<u16> = 32600..32800;
+const PORTS: std::ops::Range<u16> = 32400..32600;
 
 /// rng and hasher in this process, and a real redis-server.
 struct Deps {
