@@ -29,7 +29,11 @@ pub struct Config {
     pub delay: Duration,
 
     /// Largest body accepted, in bytes; larger gets 413.
-    #[arg(long = "max-body", env = "HASHER_MAX_BODY", default_value_t = 1_048_576)]
+    #[arg(
+        long = "max-body",
+        env = "HASHER_MAX_BODY",
+        default_value_t = 1_048_576
+    )]
     pub max_body: usize,
 
     /// Longest time a request may take, body included; longer gets 408.

@@ -30,8 +30,17 @@ async fn call(app: axum::Router, request: Request<Body>) -> (StatusCode, String,
         .and_then(|value| value.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    (status, content_type, String::from_utf8_lossy(&body).into_owned())
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 fn post(body: &'static [u8]) -> Request<Body> {
@@ -79,7 +88,9 @@ async fn wrong_method_and_path_are_refused_with_a_reason() {
     let (status, _, body) = call(app(&[]), request).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body, "method not allowed: DELETE /\n");
-    let request = Request::post("/nothing").body(Body::empty()).expect("request");
+    let request = Request::post("/nothing")
+        .body(Body::empty())
+        .expect("request");
     let (status, _, body) = call(app(&[]), request).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body, "not found: POST /nothing\n");
@@ -98,6 +109,10 @@ async fn serves_requests_concurrently() {
         let response = request.await.expect("task").expect("response");
         assert_eq!(response.status(), 200);
     }
-    assert!(start.elapsed() < Duration::from_millis(1500), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
     running.stop().await.expect("clean stop");
 }

@@ -82,7 +82,8 @@ async fn random_bytes(State(rng): State<Rng>, Path(how_many_bytes): Path<String>
     let n = match how_many_bytes.parse::<u64>() {
         Ok(n) if n <= max => n as usize,
         _ => {
-            let line = format!("too many bytes: asked for {how_many_bytes}, RNG_MAX_BYTES is {max}\n");
+            let line =
+                format!("too many bytes: asked for {how_many_bytes}, RNG_MAX_BYTES is {max}\n");
             return (StatusCode::BAD_REQUEST, line).into_response();
         }
     };
@@ -95,7 +96,11 @@ async fn random_bytes(State(rng): State<Rng>, Path(how_many_bytes): Path<String>
             Ok(()) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
             Err(err) => {
                 tracing::error!("the OS random source failed: {err}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "the OS random source failed\n").into_response()
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the OS random source failed\n",
+                )
+                    .into_response()
             }
         }
     })

@@ -24,7 +24,12 @@ async fn get(app: axum::Router, path: &str) -> (StatusCode, Option<String>, Vec<
         .headers()
         .get("content-type")
         .map(|value| value.to_str().unwrap_or("").to_owned());
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     (status, content_type, body.to_vec())
 }
 
@@ -92,7 +97,11 @@ async fn serves_one_request_at_a_time_by_default() {
     let running = spawn("rng", &["--delay", "100ms"], rng::run).await;
     let start = Instant::now();
     assert_eq!(at_once(running.url("/1"), 5).await, [200; 5]);
-    assert!(start.elapsed() >= Duration::from_millis(490), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(490),
+        "{:?}",
+        start.elapsed()
+    );
     running.stop().await.expect("clean stop");
 }
 
@@ -103,7 +112,11 @@ async fn no_line_when_concurrency_is_zero() {
     let running = spawn("rng", &args, rng::run).await;
     let start = Instant::now();
     assert_eq!(at_once(running.url("/1"), 5).await, [200; 5]);
-    assert!(start.elapsed() < Duration::from_millis(1200), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        start.elapsed()
+    );
     running.stop().await.expect("clean stop");
 }
 
@@ -116,7 +129,11 @@ async fn index_waits_in_line_too() {
     let start = Instant::now();
     let index = reqwest::get(running.url("/")).await.expect("response");
     assert_eq!(index.status(), 200);
-    assert!(start.elapsed() >= Duration::from_millis(200), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        start.elapsed()
+    );
     busy.await.expect("task").expect("response");
     running.stop().await.expect("clean stop");
 }

@@ -42,7 +42,10 @@ impl Client {
             base_url: base_url.trim_end_matches('/').to_owned(),
             timeout: config.timeout,
             max_age: config.connection_max_age,
-            current: Mutex::new((Instant::now(), build(config.timeout, config.connection_max_age)?)),
+            current: Mutex::new((
+                Instant::now(),
+                build(config.timeout, config.connection_max_age)?,
+            )),
         };
         Ok(client)
     }
@@ -61,7 +64,11 @@ impl Client {
         self.call(request, ledger).await
     }
 
-    async fn call(&self, request: reqwest::RequestBuilder, ledger: &Ledger) -> Result<Bytes, String> {
+    async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        ledger: &Ledger,
+    ) -> Result<Bytes, String> {
         let dependency = self.dependency;
         let start = Instant::now();
         let result = async {

@@ -191,7 +191,8 @@ impl Ledger {
                 return;
             }
         }
-        let left = self.units_done.load(Ordering::SeqCst) - self.units_flushed.load(Ordering::SeqCst);
+        let left =
+            self.units_done.load(Ordering::SeqCst) - self.units_flushed.load(Ordering::SeqCst);
         tracing::error!("stopping with {left} units that redis did not count");
     }
 

@@ -36,11 +36,19 @@ pub struct Config {
     pub rng_url: String,
 
     /// Where hasher answers.
-    #[arg(long = "hasher-url", env = "HASHER_URL", default_value = "http://hasher")]
+    #[arg(
+        long = "hasher-url",
+        env = "HASHER_URL",
+        default_value = "http://hasher"
+    )]
     pub hasher_url: String,
 
     /// Where Redis answers.
-    #[arg(long = "redis-url", env = "REDIS_URL", default_value = "redis://redis:6379")]
+    #[arg(
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = "redis://redis:6379"
+    )]
     pub redis_url: String,
 
     /// Pause before each unit of work (the classic 0.1 s).
@@ -69,7 +77,11 @@ pub struct Config {
     pub connection_max_age: Duration,
 
     /// Most coins kept in memory while Redis is unreachable.
-    #[arg(long = "max-pending-coins", env = "WORKER_MAX_PENDING_COINS", default_value_t = 10_000)]
+    #[arg(
+        long = "max-pending-coins",
+        env = "WORKER_MAX_PENDING_COINS",
+        default_value_t = 10_000
+    )]
     pub max_pending_coins: usize,
 }
 
@@ -120,7 +132,9 @@ pub async fn mine(
         let _ = work.await;
     }
     stop_flushing.cancel();
-    flusher.await.map_err(|err| format!("the flusher failed: {err}"))?;
+    flusher
+        .await
+        .map_err(|err| format!("the flusher failed: {err}"))?;
     Ok(miner.ledger.summary())
 }
 

@@ -70,7 +70,14 @@ impl Pipeline {
 #[tokio::test]
 async fn every_unit_is_counted_once_and_every_coin_is_real() {
     let pipeline = Pipeline::start().await;
-    let fast = ["--sleep", "0", "--concurrency", "4", "--flush-interval", "200ms"];
+    let fast = [
+        "--sleep",
+        "0",
+        "--concurrency",
+        "4",
+        "--flush-interval",
+        "200ms",
+    ];
     let summary = pipeline.mine_for(Duration::from_secs(2), &fast).await;
 
     let mut redis = pipeline.redis.client().await;
@@ -108,7 +115,10 @@ async fn counts_add_up_across_workers_and_runs() {
 async fn reports_which_instances_answered() {
     let pipeline = Pipeline::start().await;
     let summary = pipeline
-        .mine_for(Duration::from_millis(800), &["--sleep", "0", "--flush-interval", "100ms"])
+        .mine_for(
+            Duration::from_millis(800),
+            &["--sleep", "0", "--flush-interval", "100ms"],
+        )
         .await;
     let mut redis = pipeline.redis.client().await;
     let report: String = redis
