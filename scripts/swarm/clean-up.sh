@@ -50,6 +50,20 @@ retry_rm() {
   echo "+ $*"
 }
 
+# An overlay network stays visible to `docker network inspect` for a moment
+# after its removal: "not found" from `docker network rm` means it is gone.
+remove_network() {
+  local deadline=$((SECONDS + WAIT_SECONDS)) out
+  until out="$(docker network rm "$1" 2>&1)" || [[ "$out" == *"not found"* ]]; do
+    if ((SECONDS >= deadline)); then
+      echo "$SCRIPT: could not remove network $1 within $WAIT_SECONDS s: $out" >&2
+      return 1
+    fi
+    sleep 1
+  done
+  echo "+ docker network rm $1"
+}
+
 status=0
 
 if docker stack ls --format '{{.Name}}' | grep -qx -- "$STACK"; then
@@ -66,7 +80,7 @@ if network_exists "$NETWORK"; then
       echo "$SCRIPT: service $svc is not on network $NETWORK: not DockerCoins', left alone"
     fi
   done
-  retry_rm docker network rm "$NETWORK" || status=1
+  remove_network "$NETWORK" || status=1
 fi
 
 if ((remove_registry)) && service_exists "$REGISTRY_SERVICE"; then

@@ -128,12 +128,15 @@ step_global() {
 }
 
 # Waits until an update (or the rollback it triggered) is over; fails unless it completed.
+# Right after `docker service update` the status is empty until the updater starts
+# replacing tasks; it stays empty if no task needs replacing.
 wait_update() {
-  local name="$1" deadline=$((SECONDS + WAIT_SECONDS)) state=""
+  local name="$1" deadline=$((SECONDS + WAIT_SECONDS)) blank_until=$((SECONDS + 10)) state=""
   while ((SECONDS < deadline)); do
     state="$(docker service inspect -f '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$name")"
     case "$state" in
-      "" | completed) wait_converged "$name"; return ;;
+      completed) wait_converged "$name"; return ;;
+      "") if ((SECONDS >= blank_until)); then wait_converged "$name"; return; fi; sleep 1 ;;
       updating | rollback_started) sleep 1 ;;
       *) break ;;
     esac

@@ -45,7 +45,7 @@ else
 fi
 wait_converged "$REGISTRY_SERVICE"
 deadline=$((SECONDS + WAIT_SECONDS))
-until curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:$REGISTRY_PORT/v2/"; do
+until curl -fs -o /dev/null --max-time 3 "http://127.0.0.1:$REGISTRY_PORT/v2/"; do
   if ((SECONDS >= deadline)); then
     echo "$SCRIPT: nothing answers at http://127.0.0.1:$REGISTRY_PORT/v2/ after $WAIT_SECONDS s; if the routing mesh does not work here, remove the service (docker service rm $REGISTRY_SERVICE) and re-run with PUBLISH_MODE=host" >&2
     exit 1

@@ -71,6 +71,7 @@ FAILED=0
 declare -A FIGURE=()
 # What this run created, so that the clean-up removes exactly that.
 SWARM_CREATED=0
+GWBRIDGE_CREATED=0
 REGISTRY_CREATED=0
 APP_OWNED=0
 CREATED_TAGS=()
@@ -108,6 +109,15 @@ wait_containers_gone() {
   return 1
 }
 
+# A removed overlay network stays visible for a moment.
+wait_network_gone() {
+  local deadline=$((SECONDS + 30))
+  while network_exists "$1"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 1
+  done
+}
+
 # Remembers the named volumes the running tasks of a service use (e.g. the
 # anonymous ones of the images' VOLUME lines), for removal at the end.
 remember_volumes() {
@@ -120,13 +130,21 @@ remember_volumes() {
 }
 
 cleanup() {
-  local rc=$? vol tag
+  local rc=$? vol tag net i
   set +e
   trap - EXIT INT TERM
   log "cleaning up"
   if ((APP_OWNED)); then
     STACK="$STACK" NETWORK="$MANUAL_NETWORK" WAIT_SECONDS=60 "$ROOT/scripts/swarm/clean-up.sh" --volumes >/dev/null
+    # If the clean-up script failed, remove what is left directly: all of it is ours.
+    if docker stack ls --format '{{.Name}}' | grep -qx -- "$STACK"; then docker stack rm "$STACK" >/dev/null; fi
+    for svc in "${MANUAL_SERVICES[@]}"; do
+      if service_exists "$svc"; then docker service rm "$svc" >/dev/null; fi
+    done
     wait_containers_gone "${STACK}_redis" "${STACK}_rng" "${STACK}_hasher" "${STACK}_worker" "${STACK}_webui" "${MANUAL_SERVICES[@]}"
+    for net in "$MANUAL_NETWORK" "${STACK}_default"; do
+      if network_exists "$net"; then docker network rm "$net" >/dev/null 2>&1; fi
+    done
   fi
   if ((REGISTRY_CREATED)); then
     remember_volumes registry
@@ -141,6 +159,12 @@ cleanup() {
   done
   if ((SWARM_CREATED)); then
     docker swarm leave --force >/dev/null
+    # Its endpoints go some time after the swarm's containers.
+    for i in $(seq 1 30); do
+      if ((!GWBRIDGE_CREATED)) || docker network rm docker_gwbridge >/dev/null 2>&1; then break; fi
+      if ((i == 30)); then log "docker_gwbridge is still in use; remove it later: docker network rm docker_gwbridge"; fi
+      sleep 1
+    done
   fi
   return "$rc"
 }
@@ -329,6 +353,8 @@ echo "    $no_registry_msg"
 swarm_state="$(docker info --format '{{.Swarm.LocalNodeState}}')"
 if [[ "$swarm_state" == inactive ]]; then
   log "docker swarm init --advertise-addr 127.0.0.1"
+  # `swarm init` creates docker_gwbridge and `swarm leave` keeps it: remove it too if it is new.
+  if ! network_exists docker_gwbridge; then GWBRIDGE_CREATED=1; fi
   docker swarm init --advertise-addr 127.0.0.1 >/dev/null || abort "docker swarm init"
   SWARM_CREATED=1
 elif [[ "$(docker info --format '{{.Swarm.ControlAvailable}}')" != true ]]; then
@@ -358,7 +384,7 @@ for svc in "${SERVICES[@]}"; do
   done
 done
 
-if curl -fsS -o /dev/null --max-time 3 "http://$REGISTRY/v2/"; then
+if curl -fs -o /dev/null --max-time 3 "http://$REGISTRY/v2/"; then
   log "a registry answers at $REGISTRY already: using it (it stays)"
 else
   log "registry service on $REGISTRY_PORT (host mode)"
@@ -393,7 +419,7 @@ done
 
 log "docker stack deploy -c stack.yaml -c scripts/test/swarm-override.yaml $STACK"
 t_deploy="$(now)"
-if ! docker stack deploy -c "$ROOT/stack.yaml" -c "$OVERRIDE" "$STACK" >/dev/null; then
+if ! docker stack deploy --detach=true -c "$ROOT/stack.yaml" -c "$OVERRIDE" "$STACK" >/dev/null; then
   abort "docker stack deploy"
 fi
 if first="$(wait_counter_above 0 "$WAIT_SECONDS")"; then
@@ -477,7 +503,7 @@ stack_gone() {
   STACK="$STACK" NETWORK="$MANUAL_NETWORK" "$ROOT/scripts/swarm/clean-up.sh" --volumes | sed 's/^/    /' &&
     wait_containers_gone "${STACK}_redis" "${STACK}_rng" "${STACK}_hasher" "${STACK}_worker" "${STACK}_webui" &&
     [[ -z "$(docker service ls -q --filter "label=com.docker.stack.namespace=$STACK")" ]] &&
-    ! network_exists "${STACK}_default" && ! volume_exists "${STACK}_redis-data"
+    wait_network_gone "${STACK}_default" && ! volume_exists "${STACK}_redis-data"
 }
 check "clean-up.sh removed the stack, its network and its volume" stack_gone
 
@@ -549,7 +575,7 @@ manual_gone() {
   for svc in "${MANUAL_SERVICES[@]}"; do
     if service_exists "$svc"; then return 1; fi
   done
-  ! network_exists "$MANUAL_NETWORK" && wait_containers_gone "${MANUAL_SERVICES[@]}"
+  wait_network_gone "$MANUAL_NETWORK" && wait_containers_gone "${MANUAL_SERVICES[@]}"
 }
 check "clean-up.sh removed the five services and the network" manual_gone
 if ((REGISTRY_CREATED)); then
