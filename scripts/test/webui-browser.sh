@@ -14,7 +14,7 @@
 #        BUILD            1: cargo build --release first; 0: never; auto (default): if a binary is missing
 #        SCREENSHOT_DIR   where the screenshots go (default target/webui-browser)
 #        VENV             the Python venv for selenium (default ~/.cache/dockercoins/webui-browser-venv)
-#        SELENIUM_VERSION selenium from PyPI (default 4.52.0)
+#        SELENIUM_VERSION selenium from PyPI (default 4.50.0)
 #        CHROMIUM, CHROMEDRIVER  the browser and its driver (default /usr/bin/chromium, /usr/bin/chromedriver)
 #        SPEED_DEADLINE   seconds for the speed to show above 0 (default 20)
 #        SPEED_MIN/MAX    accepted speed of the two workers, hashes/s (default 5.0 / 8.5)
@@ -33,7 +33,7 @@ BIN_DIR="${BIN_DIR:-$ROOT/target/release}"
 BUILD="${BUILD:-auto}"
 export SCREENSHOT_DIR="${SCREENSHOT_DIR:-$ROOT/target/webui-browser}"
 VENV="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/dockercoins/webui-browser-venv}"
-SELENIUM_VERSION="${SELENIUM_VERSION:-4.52.0}"
+SELENIUM_VERSION="${SELENIUM_VERSION:-4.50.0}"
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 export CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
 export SPEED_DEADLINE="${SPEED_DEADLINE:-20}"

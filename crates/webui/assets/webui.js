@@ -43,19 +43,23 @@ function makeChart() {
       x: { time: true, range: (u, min, max) => (max == null ? [0, 1] : [max - KEEP_SECONDS, max]) },
       y: { range: (u, min, max) => [0, Math.max(1, (max || 0) * 1.15)] },
     },
+    // The legend shows the point under the cursor, or else the latest one.
     series: [
-      { value: (u, v) => (v == null ? "–" : new Date(v * 1000).toLocaleTimeString()) },
+      { value: (u, v, s, i) => clock(i == null ? times[times.length - 1] : v) },
       {
         label: "hashes/second",
         stroke: "#1746c2",
         width: 2,
         fill: "rgba(23, 70, 194, 0.15)",
         points: { show: false },
-        value: (u, v) => (v == null ? "–" : v.toFixed(1)),
+        value: (u, v, s, i) => {
+          const value = i == null ? speeds[speeds.length - 1] : v;
+          return value == null ? "–" : value.toFixed(1);
+        },
       },
     ],
     axes: [
-      { ...axis, size: 2 * px + 14, space: px * 6 },
+      { ...axis, size: 2 * px + 8, space: px * 7, values: (u, splits) => splits.map(clock) },
       {
         ...axis,
         space: px * 2.5,
@@ -85,6 +89,11 @@ function makeChart() {
 const chart = makeChart();
 window.dockercoins.chart = chart;
 
+function clock(seconds) {
+  if (seconds == null) return "–";
+  return new Date(seconds * 1000).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
 function draw() {
   chart.setData([times, speeds]);
   if (window.dockercoins.chartDrawnAt === null && speeds.filter((s) => s != null).length >= 2) {
@@ -113,7 +122,7 @@ function ago(seconds) {
 }
 
 function render(status) {
-  $("speed").textContent = `~${status.speed == null ? "–" : status.speed.toFixed(1)} hashes/second`;
+  $("speed").textContent = status.speed == null ? "– hashes/second" : `~${status.speed.toFixed(1)} hashes/second`;
   $("hashes").textContent = status.hashes == null ? "–" : integer.format(status.hashes);
   $("coins").textContent = status.coins == null ? "–" : integer.format(status.coins);
   $("last-hash").textContent = ago(status.last_hash_age);

@@ -1,5 +1,6 @@
 //! The page's files: built into the binary, or read from `WEBUI_ASSETS_DIR`.
-//! Either way, only files under the assets directory can be reached.
+//! Either way, only files under the assets directory can be reached, and they
+//! are gzipped for browsers that accept it (uPlot shrinks from 51 kB to 23 kB).
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any_service, get};
 use rust_embed::Embed;
 use tower::ServiceExt;
+use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 
 #[derive(Embed)]
@@ -19,7 +21,7 @@ struct Assets;
 
 /// The service that answers every path no route took.
 pub fn service(dir: Option<&Path>) -> MethodRouter {
-    match dir {
+    let files = match dir {
         Some(dir) => {
             tracing::info!("serving the page from {}", dir.display());
             let serve_dir = ServeDir::new(dir);
@@ -35,7 +37,8 @@ pub fn service(dir: Option<&Path>) -> MethodRouter {
             }))
         }
         None => get(embedded),
-    }
+    };
+    files.layer(CompressionLayer::new())
 }
 
 async fn embedded(request: Request) -> Response {

@@ -175,3 +175,26 @@ async fn events_stream_history_then_updates_and_end_on_shutdown() {
     stop.cancel();
     assert!(next().await.is_none(), "the stream ends on shutdown");
 }
+
+#[tokio::test]
+async fn files_are_gzipped_for_browsers_that_ask() {
+    let (app, _stop) = app(None);
+    let request = Request::get("/uPlot.iife.min.js")
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .body(Body::empty())
+        .expect("a request");
+    let response = app.clone().oneshot(request).await.expect("a response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    assert!(body.len() < 30_000, "{} bytes gzipped", body.len());
+    // `curl` without Accept-Encoding, and /json, get plain bytes.
+    let (status, _, plain) = get(&app, "/uPlot.iife.min.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(plain.len() > 50_000);
+}
