@@ -3,13 +3,15 @@
 # driven by Python's selenium from PyPI in a cached venv).
 #
 # Starts redis-server, rng, hasher, webui and two workers natively on loopback
-# ports, runs scripts/test/webui_browser.py against them (speed, workers, rng
-# instance, chart, console, layout at 1920 and 390 px, the Redis-down banner),
+# ports, and a second webui serving a copy of the page edited as in the
+# workshop's update lesson (sed -i s/15px/50px/ webui.css), runs
+# scripts/test/webui_browser.py against them (speed, workers, rng instance,
+# chart, console, layout at 1920 and 390 px, the Redis-down banner, the lesson),
 # prints the screenshots' paths and the page's figures, and stops everything it
 # started, whatever happens.
 #
 # Usage: scripts/test/webui-browser.sh
-# Env:   PORT_BASE        first of the seven loopback ports used (default 31000)
+# Env:   PORT_BASE        first of the eight loopback ports used (default 31000)
 #        BIN_DIR          where rng, hasher, worker, webui are (default target/release)
 #        BUILD            1: cargo build --release first; 0: never; auto (default): if a binary is missing
 #        SCREENSHOT_DIR   where the screenshots go (default target/webui-browser)
@@ -45,10 +47,12 @@ RNG_PORT=$((PORT_BASE + 2))
 HASHER_PORT=$((PORT_BASE + 3))
 WEBUI_PORT=$((PORT_BASE + 4))
 WORKER_PORTS=($((PORT_BASE + 5)) $((PORT_BASE + 6)))
+EDITED_PORT=$((PORT_BASE + 7))
 export RNG_INSTANCE="rng-browser-1"
 export HASHER_INSTANCE="hasher-browser-1"
 export WORKERS="worker-browser-1,worker-browser-2"
 export WEBUI_URL="http://127.0.0.1:$WEBUI_PORT"
+export EDITED_URL="http://127.0.0.1:$EDITED_PORT"
 
 log() { echo "webui-browser: $*"; }
 die() { log "$*"; echo "0 passed, 1 failed"; exit 1; }
@@ -99,7 +103,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for port in "$REDIS_PORT" "$RNG_PORT" "$HASHER_PORT" "$WEBUI_PORT" "${WORKER_PORTS[@]}"; do
+for port in "$REDIS_PORT" "$RNG_PORT" "$HASHER_PORT" "$WEBUI_PORT" "${WORKER_PORTS[@]}" "$EDITED_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port $port is taken: stop what listens there or set PORT_BASE"
   fi
@@ -118,6 +122,11 @@ run() {
 run rng "$RNG_PORT" "$RNG_INSTANCE"
 run hasher "$HASHER_PORT" "$HASHER_INSTANCE"
 run webui "$WEBUI_PORT" webui-browser REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+# The update lesson's edit, on a copy of the page, served by a second webui.
+cp -r "$ROOT/crates/webui/assets" "$WORK/edited-assets"
+sed -i s/15px/50px/ "$WORK/edited-assets/webui.css"
+run webui "$EDITED_PORT" webui-browser-edited REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+  WEBUI_ASSETS_DIR="$WORK/edited-assets"
 i=0
 for name in ${WORKERS//,/ }; do
   run worker "${WORKER_PORTS[$i]}" "$name" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
@@ -125,14 +134,14 @@ for name in ${WORKERS//,/ }; do
   i=$((i + 1))
 done
 
-for port in "$RNG_PORT" "$HASHER_PORT" "$WEBUI_PORT" "${WORKER_PORTS[@]}"; do
+for port in "$RNG_PORT" "$HASHER_PORT" "$WEBUI_PORT" "${WORKER_PORTS[@]}" "$EDITED_PORT"; do
   for _ in $(seq 50); do
     curl -fs --max-time 1 "http://127.0.0.1:$port/healthz" >/dev/null && continue 2
     sleep 0.1
   done
   die "nothing healthy on port $port after 5 s: see the logs (KEEP_LOGS=1 keeps them in $WORK)"
 done
-log "redis, rng, hasher, webui and two workers are up on ports $PORT_BASE+1..6"
+log "redis, rng, hasher, webui, two workers and the edited webui are up on ports $PORT_BASE+1..7"
 
 status=0
 "$VENV/bin/python" "$ROOT/scripts/test/webui_browser.py" || status=$?

@@ -2,7 +2,8 @@
 
 Run by scripts/test/webui-browser.sh, which starts Redis, rng, hasher, webui
 and two workers and passes their whereabouts in the environment:
-WEBUI_URL, REDIS_PORT, REDIS_DIR, WORKERS (names, comma-separated),
+WEBUI_URL, EDITED_URL (a webui serving the page after `sed -i s/15px/50px/
+webui.css`), REDIS_PORT, REDIS_DIR, WORKERS (names, comma-separated),
 RNG_INSTANCE, HASHER_INSTANCE, SCREENSHOT_DIR, CHROMIUM, CHROMEDRIVER.
 
 Checks what a person sees: the speed climbs above 0 within 20 s, both
@@ -26,6 +27,7 @@ from selenium.webdriver.chrome.service import Service
 
 ENV = os.environ
 WEBUI_URL = ENV["WEBUI_URL"].rstrip("/")
+EDITED_URL = ENV["EDITED_URL"].rstrip("/")
 REDIS_PORT = ENV["REDIS_PORT"]
 REDIS_DIR = ENV["REDIS_DIR"]
 WORKERS = ENV["WORKERS"].split(",")
@@ -122,8 +124,16 @@ return count;
 # Starts adding up layout shifts (Cumulative Layout Shift), buffered from load.
 WATCH_SHIFTS = """
 window.__shift = 0;
+window.__shifted = [];
+const describe = node => !node ? '?' : node.id ? '#' + node.id
+  : (node.nodeName + (node.className && node.className.baseVal === undefined ? '.' + node.className : ''));
 new PerformanceObserver(list => {
-  for (const entry of list.getEntries()) if (!entry.hadRecentInput) window.__shift += entry.value;
+  for (const entry of list.getEntries()) {
+    if (entry.hadRecentInput) continue;
+    window.__shift += entry.value;
+    window.__shifted.push(`${Math.round(entry.startTime)} ms ${entry.value.toFixed(4)}: ` +
+      entry.sources.map(s => describe(s.node)).join(' '));
+  }
 }).observe({type: 'layout-shift', buffered: true});
 """
 
@@ -212,24 +222,32 @@ def run(driver):
     check("the chart is drawn (uPlot canvas, the speed's line)", pixels > 200 and points >= 10,
           f"{pixels} line pixels, {points} points")
     shift = driver.execute_script("return window.__shift")
-    check("nothing shifts while the figures update (layout shift < 0.01)", shift < 0.01, f"{shift:.4f}")
+    shifted = driver.execute_script("return window.__shifted")
+    check("nothing shifts while the figures update (layout shift < 0.01)", shift < 0.01,
+          f"{shift:.4f} {shifted[:4]}")
     figures["layout shift over the first 14 s"] = round(shift, 4)
     overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
     check("no horizontal scrolling at 1920 px", overflow <= 0, f"{overflow} px too wide")
     desktop = screenshot(driver, "webui-desktop-1920.png")
 
-    # A fresh page with five minutes of history on the server: time to a drawn chart.
+    # A fresh page with five minutes of history on the server, and an empty
+    # cache: the time to a drawn chart, and the bytes loaded.
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
     driver.get(WEBUI_URL + "/index.html")
     drawn = wait_until(5, lambda: driver.execute_script("return window.dockercoins.chartDrawnAt"))
     check("a freshly opened page draws the chart with history at once (< 1000 ms)",
           drawn is not None and drawn < 1000, f"{drawn} ms after navigation started")
     figures["load to drawn chart (ms)"] = None if drawn is None else round(drawn)
     loaded = driver.execute_script(LOADED_BYTES)
-    transferred = sum(entry[1] for entry in loaded)
+    encoded = sum(entry[2] for entry in loaded)
     decoded = sum(entry[3] for entry in loaded)
-    figures["assets loaded"] = ", ".join(f"{name.rsplit('/', 1)[-1] or '/'} {size} B"
-                                         for name, _, _, size in loaded)
-    figures["assets size (bytes, as served / decoded)"] = f"{transferred} / {decoded}"
+    figures["assets loaded (bytes on the wire / decoded)"] = ", ".join(
+        f"{name.rsplit('/', 1)[-1] or '/'} {wire}/{size}" for name, _, wire, size in loaded)
+    figures["assets size (bytes on the wire / decoded)"] = f"{encoded} / {decoded}"
+    check("the page and its files were all loaded", len(loaded) >= 5 and decoded > 50_000,
+          f"{len(loaded)} files, {decoded} bytes")
+    driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": False})
     check("the page loads nothing from outside", all(n.startswith(WEBUI_URL) for n, *_ in loaded),
           f"{[n for n, *_ in loaded if not n.startswith(WEBUI_URL)]}")
 
@@ -249,7 +267,8 @@ def run(driver):
     pixels = driver.execute_script(CHART_PIXELS)
     check("the chart is drawn at 390 px", pixels > 100, f"{pixels} line pixels")
     shift = driver.execute_script("return window.__shift")
-    check("nothing shifts at 390 px while the figures update", shift < 0.01, f"{shift:.4f}")
+    shifted = driver.execute_script("return window.__shifted")
+    check("nothing shifts at 390 px while the figures update", shift < 0.01, f"{shift:.4f} {shifted[:4]}")
     phone = screenshot(driver, "webui-phone-390.png")
 
     # --- Redis down, then back ------------------------------------------------
@@ -271,12 +290,25 @@ def run(driver):
     again = wait_until(20, lambda: (speed(driver) or 0) > 0)
     check("the speed comes back after Redis", again, driver.find_element("id", "speed").text)
 
+    # --- The update lesson: sed -i s/15px/50px/ webui.css ------------------------
+    sizes = "return [axisFontSize(), getComputedStyle(document.querySelector('.u-legend')).fontSize, " \
+            "chart.axes[0]._size]"
+    before = driver.execute_script(sizes)
+    driver.get(EDITED_URL + "/index.html")
+    wait_until(5, lambda: driver.execute_script("return window.dockercoins.updates >= 1"))
+    after = driver.execute_script(sizes)
+    check("the update lesson's sed (15px to 50px) makes the axis labels and legend bigger",
+          before[:2] == [15, "15px"] and after[:2] == [50, "50px"] and after[2] > before[2],
+          f"font, legend, x axis height: {before} then {after}")
+    lesson = screenshot(driver, "webui-lesson-50px-1920.png")
+
     errors = console_errors(driver)
     check("no errors in the browser console", not errors, f"{errors[:3]}")
 
     print(f"screenshot: desktop {desktop}")
     print(f"screenshot: phone {phone}")
     print(f"screenshot: redis down {redis_down}")
+    print(f"screenshot: the update lesson {lesson}")
 
 
 if __name__ == "__main__":

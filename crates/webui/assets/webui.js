@@ -59,12 +59,19 @@ function makeChart() {
       },
     ],
     axes: [
-      { ...axis, size: 2 * px + 8, space: px * 7, values: (u, splits) => splits.map(clock) },
+      {
+        ...axis,
+        size: 2 * px + 8,
+        space: px * 6.5,
+        incrs: [1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 1800, 3600],
+        values: (u, splits) => splits.map(clock),
+      },
       {
         ...axis,
         space: px * 2.5,
         size: (u, values) => {
-          const longest = Math.max(2, ...(values || []).map((v) => String(v).length));
+          // Room for four characters (up to "1000" or "12.5"), so the plot does not move.
+          const longest = Math.max(4, ...(values || []).map((v) => String(v).length));
           return Math.ceil(longest * px * 0.62) + px + 10;
         },
       },
@@ -83,6 +90,7 @@ function makeChart() {
   };
   fit();
   new ResizeObserver(fit).observe(graph);
+  chart.fit = fit;
   return chart;
 }
 
@@ -96,6 +104,7 @@ function clock(seconds) {
 
 function draw() {
   chart.setData([times, speeds]);
+  chart.fit(); // in case the legend's height changed with its values
   if (window.dockercoins.chartDrawnAt === null && speeds.filter((s) => s != null).length >= 2) {
     window.dockercoins.chartDrawnAt = performance.now();
   }
