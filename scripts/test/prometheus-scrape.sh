@@ -177,7 +177,7 @@ waiting_samples=()
 end=$((SECONDS + MEASURE_SECONDS))
 while [ "$SECONDS" -lt "$end" ]; do
     # What an operator would type: curl | grep.
-    waiting_samples+=("$(curl -fs "http://127.0.0.1:$rng_port/metrics" | grep '^rng_requests_waiting ' | cut -d' ' -f2)")
+    waiting_samples+=("$({ curl -fs "http://127.0.0.1:$rng_port/metrics" || true; } | awk '/^rng_requests_waiting / { print $2 }')")
     sleep 1
 done
 echo "rng_requests_waiting, one curl a second: ${waiting_samples[*]}"
@@ -196,14 +196,16 @@ rng_call=$(query "sum(rate(worker_call_duration_seconds_sum{dependency=\"rng\"}[
 hasher_call=$(query "sum(rate(worker_call_duration_seconds_sum{dependency=\"hasher\"}[$window])) / sum(rate(worker_call_duration_seconds_count{dependency=\"hasher\"}[$window]))")
 redis_call=$(query "sum(rate(worker_call_duration_seconds_sum{dependency=\"redis\"}[$window])) / sum(rate(worker_call_duration_seconds_count{dependency=\"redis\"}[$window]))")
 rng_wait=$(query "sum(rate(rng_wait_seconds_sum[$window])) / sum(rate(rng_wait_seconds_count[$window]))")
+rng_answer=$(query "sum(rate(http_request_duration_seconds_sum{job=\"rng\",route=\"/{how_many_bytes}\"}[$window])) / sum(rate(http_request_duration_seconds_count{job=\"rng\",route=\"/{how_many_bytes}\"}[$window]))")
 rng_p90=$(query "histogram_quantile(0.9, sum by (le) (rate(worker_call_duration_seconds_bucket{dependency=\"rng\"}[$window])))")
 hasher_p90=$(query "histogram_quantile(0.9, sum by (le) (rate(worker_call_duration_seconds_bucket{dependency=\"hasher\"}[$window])))")
 echo "PromQL over the last $window:"
 echo "  hashes/s                        sum(rate(worker_units_total))                 = $speed"
 echo "  requests waiting in rng's line  avg_over_time(rng_requests_waiting)           = $waiting"
 echo "  mean wait in rng's line (s)     rng_wait_seconds sum/count                    = $rng_wait"
-echo "  mean worker call to rng (s)     worker_call_duration_seconds{dependency=rng}  = $rng_call (p90 bucket bound $rng_p90)"
-echo "  mean worker call to hasher (s)  ...{dependency=hasher}                        = $hasher_call (p90 bucket bound $hasher_p90)"
+echo "  mean rng answer, rng's side (s) http_request_duration_seconds{job=rng}        = $rng_answer"
+echo "  mean worker call to rng (s)     worker_call_duration_seconds{dependency=rng}  = $rng_call (p90, interpolated: $rng_p90)"
+echo "  mean worker call to hasher (s)  ...{dependency=hasher}                        = $hasher_call (p90, interpolated: $hasher_p90)"
 echo "  mean flush to redis (s)         ...{dependency=redis}                         = $redis_call"
 if [ "$WORKERS" -eq 10 ]; then
     check "hashes/s with 10 workers (the plateau)" "$speed" 8 10.5
@@ -211,8 +213,10 @@ if [ "$WORKERS" -eq 10 ]; then
     check "mean worker call to rng, s" "$rng_call" 0.6 1.2
     check "mean worker call to hasher, s" "$hasher_call" 0.09 0.2
 fi
-check "rng calls are slower than hasher calls, ratio" \
-    "$(awk -v r="$rng_call" -v h="$hasher_call" 'BEGIN { printf "%.1f", r / h }')" 3 100
+if [ "$WORKERS" -ge 5 ]; then
+    check "rng calls are slower than hasher calls, ratio" \
+        "$(awk -v r="$rng_call" -v h="$hasher_call" 'BEGIN { printf "%.1f", r / h }')" 3 100
+fi
 
 # --- SIGTERM: exit 0, in under a second, nothing lost ------------------------
 stop() { # stop NAME PID: SIGTERM, then check the exit code and time

@@ -140,6 +140,18 @@ pub fn install_for(name: &'static str) -> &'static PrometheusHandle {
         .map(|since| since.as_secs_f64())
         .unwrap_or(0.0);
     metrics::gauge!("process_start_time_seconds").set(now);
+    // The service's own series without labels exist from the start, at 0, so
+    // that a query finds them before the first event (and `rate` sees it).
+    for metric in METRICS
+        .iter()
+        .filter(|m| m.service == name && m.labels.is_empty())
+    {
+        match metric.kind {
+            Kind::Counter => metrics::counter!(metric.name).absolute(0),
+            Kind::Gauge => metrics::gauge!(metric.name).set(0.0),
+            Kind::Histogram => drop(metrics::histogram!(metric.name)),
+        }
+    }
     handle
 }
 

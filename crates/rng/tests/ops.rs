@@ -19,6 +19,17 @@ async fn start(env: &[(&str, &str)]) -> Process {
 #[tokio::test]
 async fn health_readiness_and_metrics_endpoints() {
     let mut rng = start(&[]).await;
+    let (_, _, metrics) = get(&rng.url("/metrics")).await;
+    assert_eq!(
+        sample(&metrics, "rng_requests_waiting"),
+        Some(0.0),
+        "from the start: {metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "rng_wait_seconds_count"),
+        Some(0.0),
+        "{metrics}"
+    );
 
     let (status, instance, body) = get(&rng.url("/healthz")).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
