@@ -207,13 +207,15 @@ echo "  mean rng answer, rng's side (s) http_request_duration_seconds{job=rng}  
 echo "  mean worker call to rng (s)     worker_call_duration_seconds{dependency=rng}  = $rng_call (p90, interpolated: $rng_p90)"
 echo "  mean worker call to hasher (s)  ...{dependency=hasher}                        = $hasher_call (p90, interpolated: $hasher_p90)"
 echo "  mean flush to redis (s)         ...{dependency=redis}                         = $redis_call"
-if [ "$WORKERS" -eq 10 ]; then
+# The workshop's numbers hold for its settings: 10 workers, one rng, RNG_CONCURRENCY=1.
+defaults=$([ "${RNG_CONCURRENCY:-1}" = 1 ] && [ "${RNG_DELAY:-100ms}" = 100ms ] && echo yes || echo no)
+if [ "$WORKERS" -eq 10 ] && [ "$defaults" = yes ]; then
     check "hashes/s with 10 workers (the plateau)" "$speed" 8 10.5
     check "requests waiting in rng's line" "$waiting" 5 9.5
     check "mean worker call to rng, s" "$rng_call" 0.6 1.2
     check "mean worker call to hasher, s" "$hasher_call" 0.09 0.2
 fi
-if [ "$WORKERS" -ge 5 ]; then
+if [ "$WORKERS" -ge 5 ] && [ "$defaults" = yes ]; then
     check "rng calls are slower than hasher calls, ratio" \
         "$(awk -v r="$rng_call" -v h="$hasher_call" 'BEGIN { printf "%.1f", r / h }')" 3 100
 fi
