@@ -62,7 +62,7 @@ pub const METRICS: [Metric; 17] = [
     metric("all", "process_start_time_seconds", Kind::Gauge, "",
         "When the process started, in Unix seconds."),
     metric("all", "http_requests_total", Kind::Counter, "route, method, status",
-        "HTTP requests answered, by route pattern (`unmatched` for 404s), method and status."),
+        "HTTP requests answered, by route pattern (`unmatched` for 404s), method (`other` for non-standard ones) and status."),
     metric("all", "http_request_duration_seconds", Kind::Histogram, "route",
         "Time to answer an HTTP request, waiting in line included."),
     metric("rng", "rng_requests_waiting", Kind::Gauge, "",
