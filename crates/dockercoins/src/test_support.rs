@@ -243,16 +243,26 @@ impl Process {
         }
     }
 
-    /// Sends `signal` (`TERM`, `INT`) and waits up to 10 s for the exit.
-    /// Returns the exit status and the time from the signal to the exit.
-    pub async fn signal_and_wait(&mut self, signal: &str) -> (std::process::ExitStatus, Duration) {
-        let start = Instant::now();
+    /// Sends `signal` (`TERM`, `INT`) without waiting.
+    pub fn signal(&self, signal: &str) {
         let sent = std::process::Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) and waits up to 10 s for the exit.
+    /// Returns the exit status and the time from the signal to the exit.
+    pub async fn signal_and_wait(&mut self, signal: &str) -> (std::process::ExitStatus, Duration) {
+        let start = Instant::now();
+        self.signal(signal);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for the child") {
                 let elapsed = start.elapsed();

@@ -115,3 +115,29 @@ async fn sigterm_lets_the_hashes_in_flight_finish() {
     }
     assert!(start.elapsed() < Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn a_second_signal_cuts_a_long_drain_short() {
+    let mut hasher = start(&[("HASHER_DELAY", "5s"), ("SHUTDOWN_TIMEOUT", "10s")]).await;
+    let url = hasher.url("/");
+    let stuck = tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        // Cut off by the forced exit.
+        client.post(url).body("slow").send().await.is_err()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hasher.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !hasher.exited(),
+        "the first SIGTERM waits for the hash in flight"
+    );
+    let (status, took) = hasher.signal_and_wait("TERM").await;
+    eprintln!("hasher: second SIGTERM while draining -> {status} in {took:?}");
+    assert_eq!(status.code(), Some(130));
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(stuck.await.expect("join"), "the hash in flight was cut off");
+}
