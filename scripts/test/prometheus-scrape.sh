@@ -86,6 +86,22 @@ for config in "$root"/docker/prometheus/*.yml; do
     fi
 done
 
+# The overrides that add Prometheus merge with the files they extend.
+if command -v docker >/dev/null && docker compose version >/dev/null 2>&1; then
+    if (cd "$root" && docker compose -f compose.yaml -f compose.prometheus.yaml config -q) >"$work/config.log" 2>&1; then
+        pass "docker compose accepts compose.yaml + compose.prometheus.yaml"
+    else
+        fail "docker compose rejects compose.yaml + compose.prometheus.yaml: $(cat "$work/config.log")"
+    fi
+    if (cd "$root" && docker stack config -c stack.yaml -c stack.prometheus.yaml) >"$work/config.log" 2>&1; then
+        pass "docker stack config accepts stack.yaml + stack.prometheus.yaml"
+    else
+        fail "docker stack config rejects stack.yaml + stack.prometheus.yaml: $(cat "$work/config.log")"
+    fi
+else
+    echo "SKIP the Compose and stack overrides: no docker compose here"
+fi
+
 # --- Start everything ---------------------------------------------------------
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$work" >"$work/redis.log" 2>&1 &
