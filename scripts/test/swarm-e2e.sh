@@ -492,6 +492,8 @@ else
   fail "automatic rollback of PORT=81 within $ROLLBACK_MAX_SECONDS s (state: ${UPDATE_STATE:-?})"
 fi
 docker service inspect -f '{{.UpdateStatus.Message}}' "${STACK}_hasher" | sed 's/^/    /'
+docker service ps --format '{{.Name}} {{.Image}} {{.DesiredState}} {{.CurrentState}} {{.Error}}' "${STACK}_hasher" |
+  head -n 3 | sed 's/^/    /'
 env_now="$(docker service inspect -f '{{json .Spec.TaskTemplate.ContainerSpec.Env}}' "${STACK}_hasher")"
 no_port_81() { ! grep -q PORT=81 <<<"$env_now"; }
 check "hasher's spec is back without PORT=81 ($env_now)" no_port_81
