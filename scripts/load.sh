@@ -96,9 +96,9 @@ rss_mb() { awk -v k="${2:-VmRSS}:" '$1 == k { printf "%.1f", $2 / 1024 }' "/proc
 # The value after LABEL on wrk's output, or 0.
 wrk_field() { awk -v label="$2" 'index($0, label) { sub(".*" label "[ ]*", ""); print $1; found = 1 } END { if (!found) print 0 }' "$1"; }
 
-run() { # run NAME URL [wrk options]
-  local name="$1" url="$2" out="$WORK/$1.wrk" before after peak requests rate non2xx connect read write timeout errors
-  shift 2
+run() { # run NAME REQUEST URL [wrk options]
+  local name="$1" request="$2" url="$3" out="$WORK/$1.wrk" before after peak requests rate non2xx connect read write timeout errors
+  shift 3
   before="$(rss_mb "$name")"
   log "$name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION $url $*"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout "$WRK_TIMEOUT" --latency "$@" "$url" >"$out" 2>&1 || true
@@ -126,20 +126,20 @@ run() { # run NAME URL [wrk options]
     fail "$name: /healthz does not answer after the run"
   fi
   TABLE+=("$(printf '| %-6s | %-22s | %9s | %8s | %6s | %7s | %8s MB | %8s MB | %8s MB |' \
-    "$name" "${url#http://127.0.0.1:*/}" "${requests:-0}" "$rate" "$errors" "$non2xx" "$before" "$after" "$peak")")
+    "$name" "$request" "${requests:-0}" "$rate" "$errors" "$non2xx" "$before" "$after" "$peak")")
 }
 
 for target in "${TARGETS[@]}"; do
   case "$target" in
     rng)
       start rng RNG_DELAY=0 RNG_CONCURRENCY="$RNG_CONCURRENCY"
-      run rng "http://127.0.0.1:${PORT[rng]}/32"
+      run rng "GET /32" "http://127.0.0.1:${PORT[rng]}/32"
       ;;
     hasher)
       start hasher HASHER_DELAY=0
       printf '%s\n' 'wrk.method = "POST"' 'wrk.body = string.rep("x", 32)' \
         'wrk.headers["Content-Type"] = "application/octet-stream"' >"$WORK/post.lua"
-      run hasher "http://127.0.0.1:${PORT[hasher]}/" -s "$WORK/post.lua"
+      run hasher "POST / (32 bytes)" "http://127.0.0.1:${PORT[hasher]}/" -s "$WORK/post.lua"
       ;;
     webui)
       if [[ -z "${PID[redis]:-}" ]]; then
@@ -149,7 +149,7 @@ for target in "${TARGETS[@]}"; do
         redis-cli -p "$REDIS_PORT" set hashes 123456 >/dev/null
       fi
       start webui REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-      run webui "http://127.0.0.1:${PORT[webui]}/json"
+      run webui "GET /json" "http://127.0.0.1:${PORT[webui]}/json"
       ;;
   esac
   kill -TERM "${PID[$target]}" 2>/dev/null || true
@@ -159,7 +159,7 @@ done
 
 echo
 echo "=== load: $CONNECTIONS connections, $DURATION per service, $THREADS wrk threads ==="
-echo "| service | path | requests | req/s | socket errors | non-2xx | RSS before | RSS after | RSS peak |"
+echo "| service | request | requests | req/s | socket errors | non-2xx | RSS before | RSS after | RSS peak |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 for line in "${TABLE[@]}"; do echo "$line"; done
 echo "$PASSED passed, $FAILED failed"
