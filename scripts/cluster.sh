@@ -165,7 +165,7 @@ copy_images() { # node image...
 cmd_image() { build_node_image; log "node image $NODE_IMAGE is ready"; }
 
 cmd_up() {
-  local t0 i node ip img missing=() pids=() token deadline
+  local t0 i node ip img missing=() pids=() token deadline forward images
   if [[ -n "$(our_nodes)" ]] || network_exists; then
     die "a cluster is up already ($(our_nodes | xargs) on $CLUSTER_NETWORK); see '$0 status', or '$0 down' first"
   fi
@@ -192,6 +192,7 @@ cmd_up() {
   fi
   build_node_image
   t0=$SECONDS
+  trap 'echo "cluster: up did not finish; see above, and run $0 down to remove what it made" >&2' EXIT
 
   log "network $CLUSTER_NETWORK ($CLUSTER_SUBNET)"
   docker network create --driver bridge --subnet "$CLUSTER_SUBNET" --label "$LABEL" "$CLUSTER_NETWORK" >/dev/null
@@ -239,7 +240,7 @@ cmd_up() {
   for i in $(seq 1 "$N"); do
     node="$(node_name "$i")"
     deadline=$((SECONDS + WAIT_SECONDS))
-    until docker exec "$node" curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:5000/v2/; do
+    until docker exec "$node" curl -fsS -o /dev/null --max-time 2 http://127.0.0.1:5000/v2/ 2>/dev/null; do
       ((SECONDS < deadline)) || die "$node's 127.0.0.1:5000 does not reach the registry; see: docker exec $MANAGER docker logs registry"
       sleep 0.5
     done
@@ -248,6 +249,7 @@ cmd_up() {
     log "scripts/push.sh on $MANAGER"
     docker exec -w /dockercoins -e TAG="$TAG" -e BUILD=never "$MANAGER" scripts/push.sh | sed 's/^/  /'
   fi
+  trap - EXIT
   log "up in $((SECONDS - t0)) s: $N node(s), $MANAGER ($MANAGER_IP) manager"
   cmd_status
   cat <<NEXT

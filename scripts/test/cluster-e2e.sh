@@ -110,11 +110,15 @@ trap 'exit 130' INT TERM
 on_manager() { docker exec -w /dockercoins "$MANAGER" "$@"; }
 node_ip() { docker inspect -f "{{(index .NetworkSettings.Networks \"$CLUSTER_NETWORK\").IPAddress}}" "$1"; }
 
+# `docker stack deploy` on the manager; its output only if it fails.
 deploy() { # workers [extra stack files...]
-  local workers="$1"
+  local workers="$1" output
   shift
-  docker exec -w /dockercoins -e WORKERS="$workers" "$MANAGER" \
-    docker stack deploy "${BASE_FILES[@]}" "$@" "$STACK" >/dev/null
+  if ! output="$(docker exec -w /dockercoins -e WORKERS="$workers" "$MANAGER" \
+    docker stack deploy "${BASE_FILES[@]}" "$@" "$STACK" 2>&1)"; then
+    echo "$output" >&2
+    return 1
+  fi
 }
 
 replicas() {
@@ -344,7 +348,11 @@ converged_all() {
   local svc
   for svc in redis hasher rng webui worker; do wait_converged "${STACK}_$svc" || return 1; done
 }
-check "every service converged (rng $(replicas "${STACK}_rng"), worker $(replicas "${STACK}_worker"))" converged_all
+if converged_all; then
+  pass "every service converged (rng $(replicas "${STACK}_rng"), worker $(replicas "${STACK}_worker"))"
+else
+  fail "every service converged"
+fi
 webui_node="$(task_node "${STACK}_webui")" || true
 [[ -n "$webui_node" ]] || abort "the web UI runs on no node"
 WEBUI="$(node_ip "$webui_node"):8000"
