@@ -211,7 +211,7 @@ shares_between() {
     | ($d | map(.value) | add // 0) as $total
     | $d | map({key, value: {answers: .value, share: (if $total > 0 then .value / $total else 0 end)}}) | from_entries')"
 }
-shares_line() { jq -r 'to_entries | map("\(.key) \(.value.share * 100 | floor)% (\(.value.answers))") | join(", ")' <<<"$1"; }
+shares_line() { jq -r 'to_entries | map("\(.key) \(.value.share * 1000 | round / 10)% (\(.value.answers))") | join(", ")' <<<"$1"; }
 expected_instances() {
   local i
   for i in $(seq 1 "$NODES"); do echo "rng-${NODE_PREFIX}$i"; done
@@ -409,7 +409,7 @@ log "speed-up with $WORKERS workers, global rng vs one rng: ${FIGURE[speedup]}"
 
 webui_view="$(curl -fsS --max-time 5 "http://$WEBUI/history" | jq -c '.status.rng // empty | map({key: .name, value: {answers: .rate, share: .share}}) | from_entries' 2>/dev/null || true)"
 if [[ -n "$webui_view" ]]; then
-  FIGURE[webui_shares]="$(jq -r 'to_entries | map("\(.key) \(.value.share * 100 | floor)% (\(.value.answers * 10 | round / 10)/s)") | join(", ")' <<<"$webui_view")"
+  FIGURE[webui_shares]="$(jq -r 'to_entries | map("\(.key) \(.value.share * 1000 | round / 10)% (\(.value.answers * 10 | round / 10)/s)") | join(", ")' <<<"$webui_view")"
   check "the web UI's cluster view lists $NODES rng instances sharing the load (${FIGURE[webui_shares]})" shares_ok "$webui_view"
 else
   fail "the web UI's cluster view (GET /history .status.rng) answers; if the webui image predates it, rebuild: BUILD=always"
