@@ -19,6 +19,7 @@
 #        RATE10_MIN/MAX    accepted 10-worker rate, hashes/s (default 8.5 / 10.6)
 #        MAX_IMAGE_BYTES   largest accepted image (default 15000000)
 #        MAX_STOP_SECONDS  longest accepted `docker compose stop` (default 5)
+#        COMPOSE_PARALLEL_LIMIT  containers Compose starts/stops at once (default 1, see below)
 #        SKIP_SEED=1       do not run seed-images.sh / compose-plugin.sh
 
 # Most checks are functions run through check(); shellcheck cannot see those calls.
@@ -46,6 +47,12 @@ RATE10_MAX="${RATE10_MAX:-10.6}"
 MAX_IMAGE_BYTES="${MAX_IMAGE_BYTES:-15000000}"
 MAX_STOP_SECONDS="${MAX_STOP_SECONDS:-5}"
 SKIP_SEED="${SKIP_SEED:-0}"
+# Docker Engine 20.10 (the one here) sometimes miscounts a network's endpoints
+# when many containers on it start or stop at the same moment; the network then
+# cannot be removed ("has active endpoints") until the daemon restarts
+# (moby/moby#42119). One container at a time keeps the test from leaking networks;
+# the stop time measured is then the sum of the containers' stop times.
+export COMPOSE_PARALLEL_LIMIT="${COMPOSE_PARALLEL_LIMIT:-1}"
 SERVICES=(rng hasher worker webui)
 # The one-line change is built under this tag, then the tag is removed.
 EDIT_TAG="e2e-edit-$$"
@@ -80,13 +87,24 @@ contains() {
 url_has() { curl -fsSL --max-time 3 "$1" 2>/dev/null | grep -qi -- "$2"; }
 
 compose() { docker compose -p "$PROJECT" -f "$ROOT/compose.yaml" "$@"; }
+# `down`, tried again if it fails: under load the engine sometimes refuses to
+# remove a network whose last endpoints it is still releasing ("has active endpoints").
+compose_down() {
+  local attempt
+  for attempt in 1 2 3 4; do
+    if compose down "$@"; then return 0; fi
+    echo "compose-e2e: docker compose down failed (attempt $attempt), retrying" >&2
+    sleep "$attempt"
+  done
+  return 1
+}
 edit_compose() { TAG="$EDIT_TAG" docker compose -p "$PROJECT-edit" -f "$WORK/src/compose.yaml" "$@"; }
 
 cleanup() {
   local rc=$?
   set +e
   log "cleaning up project $PROJECT"
-  compose -f "$ROOT/compose.dev.yaml" down -v --remove-orphans --timeout 5 >/dev/null 2>&1
+  compose_down -v --remove-orphans --timeout 5 >/dev/null 2>&1
   if [[ -f "$WORK/src/compose.yaml" ]]; then
     edit_compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1
   fi
@@ -107,12 +125,29 @@ read_counter() {
     jq -er '"\(.hashes | tonumber) \(.now)"' 2>/dev/null
 }
 
-# Hashes per second over RATE_SECONDS, from the counter and the web UI's clock.
+# The counter as soon as it next changes. The workers add to it about once a
+# second, so a reading taken at a random moment misses up to a second of work;
+# taken just after a change, both ends of a measurement line up with a flush.
+read_counter_fresh() {
+  local base reading deadline=$((SECONDS + 15))
+  base="$(read_counter)" || return 1
+  while ((SECONDS < deadline)); do
+    reading="$(read_counter)" || return 1
+    if [[ "${reading%% *}" != "${base%% *}" ]]; then
+      echo "$reading"
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# Hashes per second over about RATE_SECONDS, from the counter and the web UI's clock.
 measure_rate() {
   local first last
-  first="$(read_counter)" || return 1
+  first="$(read_counter_fresh)" || return 1
   sleep "$RATE_SECONDS"
-  last="$(read_counter)" || return 1
+  last="$(read_counter_fresh)" || return 1
   awk -v a="$first" -v b="$last" 'BEGIN {
     split(a, x, " "); split(b, y, " ");
     if (y[2] <= x[2]) exit 1;
@@ -180,7 +215,7 @@ summary() {
     "no-change rebuild" "${FIGURE[rebuild]:-?} s" \
     "rebuild after a one-line change" "${FIGURE[edit_build]:-?} s (hasher)" \
     "up -> first counted hash" "${FIGURE[first_hash]:-?} s" \
-    "compose stop (${FIGURE[stop_count]:-?} containers)" "${FIGURE[stop]:-?} s" \
+    "compose stop (${FIGURE[stop_count]:-?} containers)" "${FIGURE[stop]:-?} s (at most $COMPOSE_PARALLEL_LIMIT at once)" \
     "rate, 1 worker" "${FIGURE[rate1]:-?} hashes/s" \
     "rate, 10 workers" "${FIGURE[rate10]:-?} hashes/s" \
     "whole e2e run" "$((SECONDS - STARTED)) s"
@@ -263,7 +298,10 @@ fi
 log "rebuild after a one-line change in hasher (on a copy of the sources)"
 mkdir -p "$WORK/src"
 tar -C "$ROOT" --exclude=./target --exclude=./.git -c . | tar -C "$WORK/src" -x
-echo "// one-line change made by compose-e2e.sh" >>"$WORK/src/crates/hasher/src/main.rs"
+# Unique each run, or BuildKit would find the edited copy already built. A comment
+# at the end: the binary built from it is the same, so whatever cargo leaves in
+# the shared target cache for hasher stays correct for the real sources too.
+echo "// one-line change made by compose-e2e.sh at $(date -u +%Y-%m-%dT%H:%M:%S.%NZ)" >>"$WORK/src/crates/hasher/src/main.rs"
 # `up` on a tag that does not exist yet must build it, not try to pull it.
 if timed edit_build edit_compose --progress plain up --no-start --no-deps hasher; then
   FIGURE[edit_build]="$LAST_SECONDS"
@@ -397,7 +435,7 @@ fi
 log "docker compose down, then up"
 # Only redis comes back first: with no worker running, the counter it holds
 # is exactly what survived the down.
-if timed down compose down && timed up_redis compose up -d redis && wait_healthy 60; then
+if timed down compose_down && timed up_redis compose up -d redis && wait_healthy 60; then
   after="$(compose exec -T redis redis-cli get hashes | tr -d '[:space:]')" || after=""
   check "down then up keeps the counter ($before_stop before, ${after:-none} after)" \
     test "${after:-0}" -ge "$before_stop" -a "${after:-0}" -gt 0
@@ -429,11 +467,16 @@ fi
 # --- clean up ------------------------------------------------------------------------------
 
 log "docker compose down -v --remove-orphans"
-check "docker compose down -v --remove-orphans" timed down_v compose down -v --remove-orphans
+check "docker compose down -v --remove-orphans" timed down_v compose_down -v --remove-orphans
 leftovers() {
-  [[ -z "$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")" &&
-    -z "$(docker network ls -q --filter "label=com.docker.compose.project=$PROJECT")" &&
-    -z "$(docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")" ]]
+  local filter="label=com.docker.compose.project=$PROJECT" left line
+  left="$(docker ps -a --filter "$filter" --format 'container {{.Names}} ({{.Status}})'
+    docker network ls --filter "$filter" --format 'network {{.Name}}'
+    docker volume ls --filter "$filter" --format 'volume {{.Name}}')"
+  if [[ -n "$left" ]]; then
+    while IFS= read -r line; do echo "        left: $line"; done <<<"$left"
+    return 1
+  fi
 }
 check "no container, network or volume of project $PROJECT is left" leftovers
 
