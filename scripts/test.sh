@@ -6,27 +6,28 @@
 # tests. It prints one line per suite and a final `N passed, M failed`.
 #
 # Usage: scripts/test.sh [SUITE...]     (default: all suites, in order)
-# Suites: lint rust native browser prometheus faults compose compose-faults swarm cluster
+# Suites: lint rust native browser prometheus faults compose compose-faults compose-prometheus
+#         swarm cluster
 # Environment: SKIP="suite ..." skips suites; LOG_DIR keeps each suite's log
 # (default: a temporary directory, printed at the end).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-ALL_SUITES=(lint rust native browser prometheus faults compose compose-faults swarm cluster)
+ALL_SUITES=(lint rust native browser prometheus faults compose compose-faults compose-prometheus swarm cluster)
 SKIP=${SKIP:-}
 LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/dockercoins-test.XXXXXX)}
 mkdir -p "$LOG_DIR"
 
 case "${1:-}" in
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=("${ALL_SUITES[@]}")
 
 # -- What the tests need --------------------------------------------------------
 install_packages() {
-    local wanted=(redis-server redis-tools chromium chromium-driver debootstrap shellcheck prometheus wrk curl python3-venv)
+    local wanted=(redis-server redis-tools chromium chromium-driver debootstrap shellcheck prometheus wrk curl jq python3-venv)
     local missing=()
     for package in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
@@ -42,7 +43,7 @@ install_packages() {
 }
 
 needs_docker() {
-    case " $* " in *" compose "* | *" compose-faults "* | *" swarm "* | *" cluster "*) return 0 ;; esac
+    case " $* " in *" compose"* | *" swarm "* | *" cluster "*) return 0 ;; esac
     return 1
 }
 
@@ -76,6 +77,7 @@ suite_prometheus() { scripts/test/prometheus-scrape.sh; }
 suite_faults() { scripts/test/faults-e2e.sh; }
 suite_compose() { scripts/test/compose-e2e.sh; }
 suite_compose-faults() { scripts/test/compose-faults.sh; }
+suite_compose-prometheus() { scripts/test/compose-prometheus.sh; }
 suite_swarm() { scripts/test/swarm-e2e.sh; }
 suite_cluster() { scripts/test/cluster-e2e.sh; }
 
