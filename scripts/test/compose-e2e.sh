@@ -272,6 +272,20 @@ check "no Dockerfile has a '# syntax=' line or a CA certificate" no_syntax_no_ca
 # --- builds ----------------------------------------------------------------------
 
 log "docker compose build (all four images)"
+# The images this build replaces, removed afterwards if nothing uses them any more.
+declare -A PREVIOUS_IMAGE=()
+for svc in "${SERVICES[@]}"; do
+  PREVIOUS_IMAGE[$svc]="$(docker image inspect -f '{{.Id}}' "dockercoins/$svc:$TAG" 2>/dev/null || true)"
+done
+remove_replaced_images() {
+  local svc old
+  for svc in "${SERVICES[@]}"; do
+    old="${PREVIOUS_IMAGE[$svc]}"
+    if [[ -n "$old" && "$(docker image inspect -f '{{len .RepoTags}}' "$old" 2>/dev/null)" == 0 ]]; then
+      docker image rm "$old" >/dev/null 2>&1 || true
+    fi
+  done
+}
 if ! timed build compose --progress plain build; then
   abort "docker compose build"
 fi
@@ -286,6 +300,7 @@ else
   FIGURE[build_kind]="all layers cached"
 fi
 pass "docker compose build (${FIGURE[build]} s, ${FIGURE[build_kind]})"
+remove_replaced_images
 
 log "no-change rebuild"
 if timed rebuild compose --progress plain build; then

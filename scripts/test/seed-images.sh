@@ -42,8 +42,16 @@ RUST_IMAGE="${RUST_IMAGE:-rust:1.95-slim-bookworm}"
 REDIS_IMAGE="${REDIS_IMAGE:-redis:7}"
 REGISTRY_IMAGE="${REGISTRY_IMAGE:-registry:2}"
 SEED_FORCE="${SEED_FORCE:-0}"
-# Bump when what a look-alike contains changes: older seeded images are then re-imported.
-SEED_VERSION=1
+# Bump a look-alike's number when what it contains changes: an older seeded
+# image is then re-imported. (Each has its own: a new rust image would make
+# every project build start cold.)
+seed_version() {
+  case "$1" in
+    rust) echo 1 ;;
+    redis) echo 2 ;;
+    registry) echo 1 ;;
+  esac
+}
 SEED_LABEL=org.dockercoins.seeded
 
 log() { echo "seed-images: $*"; }
@@ -90,9 +98,10 @@ ensure_tools() {
   fi
 }
 
-# Prints "seeded", "stale", "real" or "absent" for an image tag.
+# Prints "seeded", "stale", "real" or "absent" for an image tag ($1) of a look-alike ($2).
 image_state() {
-  local image="$1" seeded version
+  local image="$1" wanted seeded version
+  wanted="$(seed_version "$2")"
   if ! docker image inspect "$image" >/dev/null 2>&1; then
     echo absent
     return
@@ -101,7 +110,7 @@ image_state() {
   version="$(docker image inspect -f '{{ index .Config.Labels "org.dockercoins.seed-version" }}' "$image")"
   if [[ "$seeded" != 1 ]]; then
     echo real
-  elif [[ "$version" != "$SEED_VERSION" || "$SEED_FORCE" == 1 ]]; then
+  elif [[ "$version" != "$wanted" || "$SEED_FORCE" == 1 ]]; then
     echo stale
   else
     echo seeded
@@ -113,7 +122,7 @@ image_state() {
 make_root() {
   local name="$1" customise="$2" include="$3"
   local dir="$SEED_CACHE_DIR/$name" stamp
-  stamp="v$SEED_VERSION $DEBIAN_SUITE $include"
+  stamp="v$(seed_version "$name") $DEBIAN_SUITE $include"
   if [[ -f "$dir/complete" && "$(cat "$dir/complete")" == "$stamp" ]]; then
     log "$name: using cached root filesystem $dir/rootfs"
     return 0
@@ -138,7 +147,7 @@ import_root() {
   tar --numeric-owner -C "$SEED_CACHE_DIR/$name/rootfs" -c . |
     docker import \
       -c "LABEL $SEED_LABEL=1" \
-      -c "LABEL org.dockercoins.seed-version=$SEED_VERSION" \
+      -c "LABEL org.dockercoins.seed-version=$(seed_version "$name")" \
       -c "LABEL org.opencontainers.image.description=\"Local look-alike of $image made by scripts/test/seed-images.sh\"" \
       "$@" - "$image" >/dev/null
 }
@@ -215,6 +224,9 @@ customise_redis() {
 set -e
 case "$1" in
   -* | *.conf) set -- redis-server "$@" ;;
+esac
+case "${2:-}" in
+  -v | --version | -h | --help | --test-memory | --check-system) exec "$@" ;;
 esac
 if [ "$1" = redis-server ]; then
   shift
@@ -301,13 +313,18 @@ for target in "${targets[@]}"; do
     registry) image="$REGISTRY_IMAGE" ;;
   esac
   t0=$SECONDS
-  state="$(image_state "$image")"
+  state="$(image_state "$image" "$target")"
   case "$state" in
     seeded) log "$image: already seeded, skipped" ;;
     real) log "$image: a real image is present, left alone" ;;
     absent | stale)
       ensure_tools
+      previous="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
       "seed_$target"
+      # The stale look-alike this replaced, unless a container still uses it.
+      if [[ -n "$previous" && "$(docker image inspect -f '{{len .RepoTags}}' "$previous" 2>/dev/null)" == 0 ]]; then
+        docker image rm "$previous" >/dev/null 2>&1 || true
+      fi
       log "$image: seeded in $((SECONDS - t0)) s ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"
       ;;
   esac
