@@ -148,9 +148,17 @@ struct Miner {
 async fn work_loop(miner: Arc<Miner>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(miner.config.max_backoff);
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(miner.config.sleep) => {}
-            () = shutdown.cancelled() => return,
+        // A zero sleep would still wait for the timer's next millisecond
+        // tick: with WORKER_SLEEP=0, no timer at all.
+        if miner.config.sleep.is_zero() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(miner.config.sleep) => {}
+                () = shutdown.cancelled() => return,
+            }
         }
         // A unit in progress when the stop comes may finish, briefly.
         let stopping = async {
