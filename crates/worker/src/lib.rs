@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::Uri;
 use bytes::Bytes;
 use clap::Args;
 use dockercoins::http::{Readiness, not_found};
@@ -113,9 +114,13 @@ pub async fn mine(
     redis: Redis,
     shutdown: CancellationToken,
 ) -> Result<Summary, String> {
+    let rng = Client::new("rng", &config.rng_url, &config)?;
+    let hasher = Client::new("hasher", &config.hasher_url, &config)?;
     let miner = Arc::new(Miner {
-        rng: Client::new("rng", &config.rng_url, &config)?,
-        hasher: Client::new("hasher", &config.hasher_url, &config)?,
+        rng_uri: rng.uri("/32")?,
+        hasher_uri: hasher.uri("/")?,
+        rng,
+        hasher,
         ledger: Arc::new(Ledger::new(&instance, config.max_pending_coins)),
         config,
     });
@@ -142,6 +147,9 @@ struct Miner {
     config: Config,
     rng: Client,
     hasher: Client,
+    /// What the units call: `GET {RNG_URL}/32` and `POST {HASHER_URL}/`.
+    rng_uri: Uri,
+    hasher_uri: Uri,
     ledger: Arc<Ledger>,
 }
 
@@ -206,7 +214,7 @@ impl Miner {
     }
 
     async fn get_random_bytes(&self) -> Result<Bytes, String> {
-        let bytes = self.rng.get("/32", &self.ledger).await?;
+        let bytes = self.rng.get(&self.rng_uri, &self.ledger).await?;
         if bytes.len() != 32 {
             return Err(format!("rng answered {} bytes instead of 32", bytes.len()));
         }
@@ -214,7 +222,10 @@ impl Miner {
     }
 
     async fn hash_bytes(&self, data: Bytes) -> Result<String, String> {
-        let body = self.hasher.post("/", data, &self.ledger).await?;
+        let body = self
+            .hasher
+            .post(&self.hasher_uri, data, &self.ledger)
+            .await?;
         let hex_hash = String::from_utf8_lossy(&body).trim().to_owned();
         let is_sha256 = hex_hash.len() == 64
             && hex_hash
