@@ -54,6 +54,10 @@ SKIP_SEED="${SKIP_SEED:-0}"
 # the stop time measured is then the sum of the containers' stop times.
 export COMPOSE_PARALLEL_LIMIT="${COMPOSE_PARALLEL_LIMIT:-1}"
 SERVICES=(rng hasher worker webui)
+if ! [[ "$RATE_SECONDS" =~ ^[0-9]+$ ]] || ((RATE_SECONDS < 15)); then
+  echo "compose-e2e: RATE_SECONDS must be a whole number of seconds, at least 15 (got $RATE_SECONDS)" >&2
+  exit 2
+fi
 # The one-line change is built under this tag, then the tag is removed.
 EDIT_TAG="e2e-edit-$$"
 
@@ -87,8 +91,8 @@ contains() {
 url_has() { curl -fsSL --max-time 3 "$1" 2>/dev/null | grep -qi -- "$2"; }
 
 compose() { docker compose -p "$PROJECT" -f "$ROOT/compose.yaml" "$@"; }
-# `down`, tried again if it fails: under load the engine sometimes refuses to
-# remove a network whose last endpoints it is still releasing ("has active endpoints").
+# `down`, tried again if it fails: under load the engine now and then fails to
+# remove a container or a network on the first try.
 compose_down() {
   local attempt
   for attempt in 1 2 3 4; do
@@ -244,7 +248,7 @@ if [[ "$SKIP_SEED" != 1 ]]; then
   "$ROOT/scripts/test/seed-images.sh"
 fi
 for port in "$WEBUI_PORT" "$RNG_PORT" "$HASHER_PORT"; do
-  if curl -s --max-time 1 -o /dev/null "http://127.0.0.1:$port/"; then
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "compose-e2e: port $port is already in use; free it or set WEBUI_PORT/RNG_PORT/HASHER_PORT" >&2
     exit 1
   fi
