@@ -2,16 +2,13 @@
 //! body over the limit, 408 for a body that never ends), and none stops
 //! hasher from answering the next normal request promptly.
 
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use dockercoins::{CancellationToken, Common, Service};
+use dockercoins::CancellationToken;
+use dockercoins::test_support::spawn;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-// Ports 33200-33299 belong to these tests.
-static NEXT_PORT: AtomicU16 = AtomicU16::new(33200);
+use tokio::net::TcpStream;
 
 const MAX_BODY: usize = 1_048_576;
 const BODY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -26,33 +23,28 @@ struct Hasher {
 
 impl Hasher {
     async fn start() -> Hasher {
-        let (port, listener) = loop {
-            let port = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
-            assert!(port < 33300, "no free port left in 33200-33299");
-            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
-                break (port, listener);
-            }
-        };
-        let stop = CancellationToken::new();
-        let service = Service {
-            instance: "hasher-bad-input".to_owned(),
-            listener,
-            shutdown: stop.clone(),
-            common: Common {
-                port,
-                instance: None,
-                log_format: "text".to_owned(),
-                debug: String::new(),
-                shutdown_timeout: Duration::from_secs(1),
-            },
-        };
-        let config = hasher::Config {
-            delay: DELAY,
-            max_body: MAX_BODY,
-            body_timeout: BODY_TIMEOUT,
-        };
-        tokio::spawn(hasher::run(config, service));
-        Hasher { port, stop }
+        let (delay, max_body, body_timeout) = (
+            format!("{}ms", DELAY.as_millis()),
+            MAX_BODY.to_string(),
+            format!("{}ms", BODY_TIMEOUT.as_millis()),
+        );
+        let args = [
+            "--instance",
+            "hasher-bad-input",
+            "--delay",
+            &delay,
+            "--max-body",
+            &max_body,
+            "--body-timeout",
+            &body_timeout,
+            "--shutdown-timeout",
+            "1s",
+        ];
+        let running = spawn("hasher", &args, hasher::run).await;
+        Hasher {
+            port: running.address.port(),
+            stop: running.shutdown.clone(),
+        }
     }
 
     async fn connect(&self) -> TcpStream {

@@ -1,15 +1,12 @@
 //! Bad input to rng, over real sockets: each gets a clear 4xx, and none
 //! stops rng from answering the next normal request promptly.
 
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use dockercoins::{CancellationToken, Common, Service};
+use dockercoins::CancellationToken;
+use dockercoins::test_support::spawn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-// Ports 33100-33199 belong to these tests.
-static NEXT_PORT: AtomicU16 = AtomicU16::new(33100);
+use tokio::net::TcpStream;
 
 /// rng served the way the binary serves it (operations endpoints, limits),
 /// with the classic 100 ms delay and its line of one.
@@ -20,33 +17,21 @@ struct Rng {
 
 impl Rng {
     async fn start() -> Rng {
-        let (port, listener) = loop {
-            let port = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
-            assert!(port < 33200, "no free port left in 33100-33199");
-            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
-                break (port, listener);
-            }
-        };
-        let stop = CancellationToken::new();
-        let service = Service {
-            instance: "rng-bad-input".to_owned(),
-            listener,
-            shutdown: stop.clone(),
-            common: Common {
-                port,
-                instance: None,
-                log_format: "text".to_owned(),
-                debug: String::new(),
-                shutdown_timeout: Duration::from_secs(1),
-            },
-        };
-        let config = rng::Config {
-            delay: Duration::from_millis(100),
-            concurrency: 1,
-            max_bytes: 1_048_576,
-        };
-        tokio::spawn(rng::run(config, service));
-        Rng { port, stop }
+        let args = [
+            "--instance",
+            "rng-bad-input",
+            "--delay",
+            "100ms",
+            "--concurrency",
+            "1",
+            "--shutdown-timeout",
+            "1s",
+        ];
+        let running = spawn("rng", &args, rng::run).await;
+        Rng {
+            port: running.address.port(),
+            stop: running.shutdown.clone(),
+        }
     }
 
     /// Sends `request` as it is on a new connection; returns the status code
