@@ -114,6 +114,16 @@ where
     })
 }
 
+/// Waits a teaching delay (`RNG_DELAY`, `HASHER_DELAY`, `WORKER_SLEEP`).
+/// A zero delay returns at once: a zero `tokio::time::sleep` would still wait
+/// for the timer's next millisecond tick, which caps a service with its delays
+/// off at about a thousand answers a second.
+pub async fn delay(duration: std::time::Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
+    }
+}
+
 /// An error with its causes, on one line: `error sending request: connection refused`.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();

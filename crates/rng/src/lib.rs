@@ -89,11 +89,8 @@ async fn random_bytes(State(rng): State<Rng>, Path(how_many_bytes): Path<String>
     };
     let delay = rng.config.delay;
     rng.in_line(async move {
-        // Simulate a little bit of delay. (A zero sleep would still wait for
-        // the timer's next millisecond tick, and so hold up the whole line.)
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        // Simulate a little bit of delay.
+        dockercoins::delay(delay).await;
         let mut bytes = vec![0u8; n];
         match getrandom::fill(&mut bytes) {
             Ok(()) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),

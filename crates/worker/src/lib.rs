@@ -156,17 +156,10 @@ struct Miner {
 async fn work_loop(miner: Arc<Miner>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(miner.config.max_backoff);
     loop {
-        // A zero sleep would still wait for the timer's next millisecond
-        // tick: with WORKER_SLEEP=0, no timer at all.
-        if miner.config.sleep.is_zero() {
-            if shutdown.is_cancelled() {
-                return;
-            }
-        } else {
-            tokio::select! {
-                () = tokio::time::sleep(miner.config.sleep) => {}
-                () = shutdown.cancelled() => return,
-            }
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            () = dockercoins::delay(miner.config.sleep) => {}
         }
         // A unit in progress when the stop comes may finish, briefly.
         let stopping = async {
