@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use dockercoins::CancellationToken;
-use dockercoins::test_support::spawn;
+use dockercoins::test_support::{body_of, raw_request, read_answer, spawn};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -56,10 +56,7 @@ impl Hasher {
     /// Sends `request` as it is on a new connection; returns the status code
     /// (0 if none came) and everything that came back.
     async fn raw(&self, request: &[u8]) -> (u16, Vec<u8>) {
-        let mut stream = self.connect().await;
-        // The server may answer and close before reading everything (413, 431).
-        let _ = stream.write_all(request).await;
-        read_answer(stream).await
+        raw_request(self.port, request).await
     }
 
     async fn post(&self, body: &[u8]) -> (u16, Vec<u8>) {
@@ -79,7 +76,7 @@ impl Hasher {
         let took = start.elapsed();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
         assert_eq!(
-            body(&answer),
+            body_of(&answer),
             b"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert!(took < Duration::from_secs(1), "POST / took {took:?}");
@@ -90,26 +87,6 @@ impl Drop for Hasher {
     fn drop(&mut self) {
         self.stop.cancel();
     }
-}
-
-/// Reads until the server closes (or 5 s pass); the status code and all of it.
-async fn read_answer(mut stream: TcpStream) -> (u16, Vec<u8>) {
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    let status = String::from_utf8_lossy(&answer)
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    (status, answer)
-}
-
-fn body(answer: &[u8]) -> &[u8] {
-    answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|end| &answer[end + 4..])
-        .unwrap_or(&[])
 }
 
 #[tokio::test]
@@ -159,7 +136,7 @@ async fn bodies_up_to_the_limit_are_hashed() {
         let data = vec![b'x'; body_len];
         let (status, answer) = hasher.post(&data).await;
         assert_eq!(status, 200, "{body_len} bytes");
-        assert_eq!(body(&answer), hex(&data).as_bytes(), "{body_len} bytes");
+        assert_eq!(body_of(&answer), hex(&data).as_bytes(), "{body_len} bytes");
     }
 }
 

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use dockercoins::CancellationToken;
-use dockercoins::test_support::spawn;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use dockercoins::test_support::{body_of, raw_request, spawn};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// rng served the way the binary serves it (operations endpoints, limits),
@@ -37,7 +37,7 @@ impl Rng {
     /// Sends `request` as it is on a new connection; returns the status code
     /// (0 if none came) and everything that came back.
     async fn raw(&self, request: &[u8]) -> (u16, Vec<u8>) {
-        raw(self.port, request).await
+        raw_request(self.port, request).await
     }
 
     async fn get(&self, path: &str) -> (u16, Vec<u8>) {
@@ -51,7 +51,7 @@ impl Rng {
         let (status, answer) = self.get("/32").await;
         let took = start.elapsed();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
-        assert_eq!(body(&answer).len(), 32);
+        assert_eq!(body_of(&answer).len(), 32);
         assert!(took < Duration::from_secs(1), "GET /32 took {took:?}");
     }
 }
@@ -60,30 +60,6 @@ impl Drop for Rng {
     fn drop(&mut self) {
         self.stop.cancel();
     }
-}
-
-async fn raw(port: u16, request: &[u8]) -> (u16, Vec<u8>) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    // The server may answer and close before reading everything (431).
-    let _ = stream.write_all(request).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    let status = String::from_utf8_lossy(&answer)
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    (status, answer)
-}
-
-fn body(answer: &[u8]) -> &[u8] {
-    answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|end| &answer[end + 4..])
-        .unwrap_or(&[])
 }
 
 #[tokio::test]
@@ -106,7 +82,7 @@ async fn sizes_that_are_not_a_number_of_bytes() {
     ];
     for (path, status, what) in cases {
         let (got, answer) = rng.get(path).await;
-        let text = String::from_utf8_lossy(body(&answer)).into_owned();
+        let text = String::from_utf8_lossy(body_of(&answer)).into_owned();
         assert_eq!(got, status, "GET {path} ({what}): {text}");
         assert_eq!(
             text.lines().count(),
@@ -128,7 +104,7 @@ async fn sizes_at_the_limits_are_served() {
     ] {
         let (status, answer) = rng.get(path).await;
         assert_eq!(status, 200, "GET {path}");
-        assert_eq!(body(&answer).len(), len, "GET {path}");
+        assert_eq!(body_of(&answer).len(), len, "GET {path}");
     }
 }
 
