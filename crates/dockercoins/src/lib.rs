@@ -74,7 +74,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         if let Some(Command::Healthcheck { port }) = cli.command {
             return http::healthcheck(port.unwrap_or(cli.common.port)).await;
         }
@@ -111,7 +111,9 @@ where
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    logging::finish();
+    code
 }
 
 /// Waits a teaching delay (`RNG_DELAY`, `HASHER_DELAY`, `WORKER_SLEEP`).

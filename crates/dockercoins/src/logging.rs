@@ -1,10 +1,19 @@
 //! Logging: one line per event, text for people or JSON for log shippers.
 //! `RUST_LOG` picks levels; without it, `info`, or `debug` for our own code
 //! when `DEBUG=y` (the classic app's switch). Logs go to standard output.
+//!
+//! Events are formatted where they happen and written by a thread of their
+//! own, which writes whatever has queued up in one go: a busy service (one
+//! access-log line per request) makes one `write` per batch instead of one per
+//! line, and an idle one still writes each line at once.
 
 use std::borrow::Cow;
-use std::io::{self, IsTerminal, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::sync::Mutex;
 
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -12,6 +21,17 @@ use crate::Common;
 
 const OUR_CRATES: [&str; 6] = ["dockercoins", "rng", "hasher", "worker", "webui", "access"];
 
+/// Lines waiting for the writer thread before a logging call waits for room
+/// (none is dropped).
+const QUEUED_LINES: usize = 1024;
+
+/// The most bytes the writer thread gathers before a `write`.
+const BATCH_BYTES: usize = 16 * 1024;
+
+/// The writer thread's guard: dropping it writes what is still queued.
+static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+
+/// Sets up logging (once per process; a second call changes nothing).
 pub fn init(common: &Common) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.is_empty() => EnvFilter::new(spec),
@@ -21,9 +41,16 @@ pub fn init(common: &Common) {
         }
         _ => EnvFilter::new("info"),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("log-writer")
+        .finish(batched_stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(OneLine(writer));
     // A second init (several services in one test process) keeps the first.
-    let _ = if common.log_format == "json" {
+    let installed = if common.log_format == "json" {
         // JSON escapes line breaks itself: one object per line.
         builder
             .json()
@@ -32,40 +59,62 @@ pub fn init(common: &Common) {
             .with_span_list(false)
             .try_init()
     } else {
-        builder
-            .with_ansi(io::stdout().is_terminal())
-            .with_writer(OneLine)
-            .try_init()
+        builder.with_ansi(io::stdout().is_terminal()).try_init()
     };
+    if installed.is_err() {
+        return;
+    }
+    *lock(&WRITER) = Some(guard);
     // A panic is an event like the others: one line, in the chosen format.
     std::panic::set_hook(Box::new(|panic| {
         tracing::error!("{panic}");
     }));
 }
 
-/// Standard output, with the line breaks inside an event (an error message
+/// Writes the lines still queued and stops the writer thread: the last call
+/// before the process exits. Later events are not written.
+pub fn finish() {
+    drop(lock(&WRITER).take());
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Standard output behind a buffer that the writer thread flushes each time
+/// the queue is empty. (`io::stdout()` would `write` at every line break.)
+fn batched_stdout() -> Box<dyn Write + Send> {
+    match io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(BufWriter::with_capacity(BATCH_BYTES, File::from(fd))),
+        Err(_) => Box::new(io::stdout()),
+    }
+}
+
+/// The log writer, with the line breaks inside an event (an error message
 /// quoting a multi-line answer) written as `\n`, so that each event stays one
 /// line. The formatter writes each event with a single `write_all`.
-struct OneLine;
+struct OneLine(NonBlocking);
 
 impl<'a> MakeWriter<'a> for OneLine {
     type Writer = OneLineWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        OneLineWriter
+        OneLineWriter(self.0.clone())
     }
 }
 
-struct OneLineWriter;
+struct OneLineWriter(NonBlocking);
 
 impl Write for OneLineWriter {
     fn write(&mut self, event: &[u8]) -> io::Result<usize> {
-        io::stdout().lock().write_all(&one_line(event))?;
+        self.0.write_all(&one_line(event))?;
         Ok(event.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        io::stdout().flush()
+        self.0.flush()
     }
 }
 

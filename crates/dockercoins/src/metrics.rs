@@ -17,8 +17,9 @@ const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 /// How often histogram samples are folded into their buckets when nobody
-/// scrapes (each scrape folds them too), so that memory stays flat.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// scrapes (each scrape folds them too). Each sample is kept until then: at
+/// 60,000 requests a second, folding every 5 s held 5 to 10 MB of samples.
+const UPKEEP_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

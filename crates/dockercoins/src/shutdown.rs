@@ -31,6 +31,7 @@ pub fn on_signal() -> CancellationToken {
             _ = int.recv() => "SIGINT",
         };
         tracing::warn!("second signal ({name}) while shutting down; exiting now");
+        crate::logging::finish();
         std::process::exit(FORCED_EXIT_CODE);
     });
     token

@@ -140,4 +140,12 @@ async fn a_second_signal_cuts_a_long_drain_short() {
     assert_eq!(status.code(), Some(130));
     assert!(took < Duration::from_secs(1), "took {took:?}");
     assert!(stuck.await.expect("join"), "the hash in flight was cut off");
+    // The log says why, even though the process exits at once.
+    let lines = hasher.lines();
+    assert!(
+        lines.last().is_some_and(
+            |line| line.contains("second signal (SIGTERM) while shutting down; exiting now")
+        ),
+        "{lines:#?}"
+    );
 }

@@ -165,6 +165,11 @@ async fn sigterm_and_sigint_exit_0_within_a_second() {
                 .any(|l| l.contains(&format!("SIG{signal} received"))),
             "{lines:#?}"
         );
+        // Every line is written before the process exits, the last one included.
+        assert!(
+            lines.last().is_some_and(|l| l.ends_with("rng stopped")),
+            "{lines:#?}"
+        );
     }
 }
 

@@ -140,7 +140,9 @@ impl Ledger {
         }
         coins.push(Coin {
             hex_hash,
-            random_bytes,
+            // A copy: the answer's bytes share the connection's whole read
+            // buffer, which a coin waiting for the flush would keep alive.
+            random_bytes: Bytes::copy_from_slice(&random_bytes),
         });
         metrics::gauge!("worker_coins_unflushed").set(coins.len() as f64);
     }
