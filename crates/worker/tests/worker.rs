@@ -3,6 +3,9 @@
 //! wallet is a real one.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dockercoins::CancellationToken;
@@ -10,6 +13,7 @@ use dockercoins::redis::Redis;
 use dockercoins::test_support::{RedisServer, Running, spawn};
 use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
+use tokio::net::{TcpListener, TcpStream};
 
 struct Pipeline {
     redis: RedisServer,
@@ -52,7 +56,10 @@ impl Pipeline {
 
     /// Mines for `duration`, then stops as on SIGTERM.
     async fn mine_for(&self, duration: Duration, extra: &[&str]) -> worker::Summary {
-        let config = self.worker_config(extra);
+        self.mine(self.worker_config(extra), duration).await
+    }
+
+    async fn mine(&self, config: worker::Config, duration: Duration) -> worker::Summary {
         let redis = Redis::open(&self.redis.url()).expect("redis url");
         let shutdown = CancellationToken::new();
         let mining = tokio::spawn(worker::mine(
@@ -131,6 +138,76 @@ async fn reports_which_instances_answered() {
     assert!(report["hasher"]["hasher-a"].as_u64() >= Some(summary.units));
     let ttl: i64 = redis.ttl("dockercoins:report:worker-a").await.expect("TTL");
     assert!((1..=10).contains(&ttl), "reports expire: ttl {ttl}");
+}
+
+/// A TCP relay in front of a real service, counting the connections made
+/// through it.
+struct Relay {
+    url: String,
+    connections: Arc<AtomicU64>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let connections = Arc::new(AtomicU64::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Relay { url, connections }
+    }
+
+    fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Calls to rng reuse connections, yet each connection is retired within
+/// `WORKER_CONNECTION_MAX_AGE`, so that new ones can reach other instances.
+#[tokio::test]
+async fn connections_are_reused_and_retired_at_their_age() {
+    let pipeline = Pipeline::start().await;
+    let mine = |max_age: &'static str| {
+        let pipeline = &pipeline;
+        async move {
+            let relay = Relay::start(pipeline.rng.address).await;
+            let mut config =
+                pipeline.worker_config(&["--sleep", "0", "--connection-max-age", max_age]);
+            config.rng_url = relay.url.clone();
+            let summary = pipeline.mine(config, Duration::from_millis(1200)).await;
+            assert!(
+                summary.units >= 50,
+                "only {} units with max age {max_age}",
+                summary.units
+            );
+            (summary.units, relay.connections())
+        }
+    };
+
+    let (units, connections) = mine("1h").await;
+    assert_eq!(connections, 1, "one connection for all {units} calls");
+
+    // Each connection lives 100 to 200 ms: 6 to 12 of them in 1.2 s.
+    let (units, connections) = mine("200ms").await;
+    assert!(
+        (4..=20).contains(&connections),
+        "{connections} connections for {units} calls with a 200 ms max age"
+    );
+
+    let (units, connections) = mine("0").await;
+    assert!(
+        connections >= units,
+        "{connections} connections for {units} calls with max age 0: one per call"
+    );
 }
 
 #[test]
