@@ -8,8 +8,10 @@
 # Not a test: timings depend on the machine and on what else runs on it.
 #
 # Usage: scripts/bench.sh
-# Env:   PORT_BASE           first of 5 loopback ports used (default 34000:
-#                            redis, rng, hasher, webui, worker)
+# Env:   PORT_BASE           first of 5 loopback ports used (default 24000:
+#                            redis, rng, hasher, webui, worker; below Linux's
+#                            ephemeral range, where the thousands of connections
+#                            the run closes would hold ports for a minute)
 #        DURATION            length of each wrk run (default 10s)
 #        CONNECTIONS         wrk connections (default 64)
 #        THREADS             wrk threads (default 2)
@@ -31,7 +33,7 @@ case "${1:-}" in
 esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PORT_BASE="${PORT_BASE:-34000}"
+PORT_BASE="${PORT_BASE:-24000}"
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"

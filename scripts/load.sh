@@ -11,7 +11,8 @@
 #        WRK_TIMEOUT   wrk's per-request timeout (default 2s)
 #        RSS_LIMIT_MB  highest accepted RSS after a run (default 64)
 #        BIN_DIR       where the binaries are (default target/release; built if missing)
-#        PORT_BASE     first of the 4 loopback ports used (default 33700)
+#        PORT_BASE     first of the 4 loopback ports used (default 23700, below
+#                      the ephemeral range: see bench.sh)
 #        RNG_CONCURRENCY  rng's line (default 1, as in the classic app)
 set -euo pipefail
 
@@ -33,7 +34,7 @@ THREADS="${THREADS:-2}"
 WRK_TIMEOUT="${WRK_TIMEOUT:-2s}"
 RSS_LIMIT_MB="${RSS_LIMIT_MB:-64}"
 BIN_DIR="${BIN_DIR:-$ROOT/target/release}"
-PORT_BASE="${PORT_BASE:-33700}"
+PORT_BASE="${PORT_BASE:-23700}"
 RNG_CONCURRENCY="${RNG_CONCURRENCY:-1}"
 REDIS_PORT=$PORT_BASE
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/dockercoins-load.XXXXXX")"
