@@ -75,21 +75,13 @@ LABEL="org.dockercoins.cluster=$CLUSTER_NETWORK"
 BASE_FILES=(-c stack.yaml -c scripts/test/swarm-override.yaml -c scripts/test/cluster-workers.yaml)
 
 STARTED=$SECONDS
-PASSED=0
-FAILED=0
+TEST_NAME=cluster-e2e
+# shellcheck source=scripts/test/lib.sh
+source "$ROOT/scripts/test/lib.sh"
 declare -A FIGURE=()
 CLUSTER_CREATED=0
 CLUSTER_DOWN=0
 
-log() { echo "cluster-e2e: $*"; }
-pass() { PASSED=$((PASSED + 1)); echo "  ok    $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "  FAIL  $*"; }
-check() { # check "description" command...
-  local what="$1"
-  shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-between() { awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(x >= lo && x <= hi) }'; }
 
 cleanup() {
   local rc=$?

@@ -63,22 +63,11 @@ EDIT_TAG="e2e-edit-$$"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/dockercoins-e2e.XXXXXX")"
 STARTED=$SECONDS
-PASSED=0
-FAILED=0
+TEST_NAME=compose-e2e
+# shellcheck source=scripts/test/lib.sh
+source "$ROOT/scripts/test/lib.sh"
 declare -A FIGURE=()
 
-log() { echo "compose-e2e: $*"; }
-pass() { PASSED=$((PASSED + 1)); echo "  ok    $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "  FAIL  $*"; }
-check() { # check "description" command...
-  local what="$1"
-  shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-# Seconds since the epoch with milliseconds, and differences of them.
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-between() { awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(x >= lo && x <= hi) }'; }
 # contains TEXT PART...: every PART occurs in TEXT.
 contains() {
   local text="$1" part

@@ -40,20 +40,11 @@ SKIP_SEED="${SKIP_SEED:-0}"
 SERVICES=(rng hasher worker webui)
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/dockercoins-faults.XXXXXX")"
 STARTED=$SECONDS
-PASSED=0
-FAILED=0
+TEST_NAME=compose-faults
+# shellcheck source=scripts/test/lib.sh
+source "$ROOT/scripts/test/lib.sh"
 declare -a SUMMARY=()
 
-log() { echo "compose-faults: $*"; }
-pass() { PASSED=$((PASSED + 1)); echo "  ok    $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "  FAIL  $*"; }
-check() { # check "description" command...
-  local what="$1"
-  shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
 compose() { docker compose -p "$PROJECT" -f "$ROOT/compose.yaml" "$@"; }
 

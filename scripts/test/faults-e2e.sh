@@ -40,22 +40,14 @@ HASHER_PORT=$((PORT_BASE + 2))
 WEBUI_PORT=$((PORT_BASE + 3))
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/dockercoins-faults.XXXXXX")"
 STARTED=$SECONDS
-PASSED=0
-FAILED=0
+TEST_NAME=faults-e2e
+ELAPSED_DECIMALS=2
+# shellcheck source=scripts/test/lib.sh
+source "$ROOT/scripts/test/lib.sh"
 declare -A PID=() PORT=()
 declare -a SUMMARY=()
 
-log() { echo "faults-e2e: $*"; }
-pass() { PASSED=$((PASSED + 1)); echo "  ok    $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "  FAIL  $*"; }
-check() { # check "description" command...
-  local what="$1"
-  shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
 note() { SUMMARY+=("$*"); }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 less_than() { awk -v x="$1" -v y="$2" 'BEGIN { exit !(x < y) }'; }
 
 cleanup() {

@@ -66,8 +66,9 @@ MANUAL_NETWORK=dockercoins
 NEW_TAG="e2e-update-$$"
 
 STARTED=$SECONDS
-PASSED=0
-FAILED=0
+TEST_NAME=swarm-e2e
+# shellcheck source=scripts/test/lib.sh
+source "$ROOT/scripts/test/lib.sh"
 declare -A FIGURE=()
 # What this run created, so that the clean-up removes exactly that.
 SWARM_CREATED=0
@@ -77,17 +78,6 @@ APP_OWNED=0
 CREATED_TAGS=()
 CREATED_VOLUMES=()
 
-log() { echo "swarm-e2e: $*"; }
-pass() { PASSED=$((PASSED + 1)); echo "  ok    $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "  FAIL  $*"; }
-check() { # check "description" command...
-  local what="$1"
-  shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-between() { awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(x >= lo && x <= hi) }'; }
 
 service_exists() { docker service inspect "$1" >/dev/null 2>&1; }
 network_exists() { docker network inspect "$1" >/dev/null 2>&1; }
