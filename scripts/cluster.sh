@@ -38,7 +38,7 @@
 #        NODE_PREFIX      node names, <prefix><i> (default node)
 #        NODE_IMAGE       node image (default dockercoins-node:bookworm-1)
 #        CACHE_DIR        debootstrap cache (default /var/cache/dockercoins-cluster)
-#        DEBIAN_MIRROR    (default http://deb.debian.org/debian)
+#        DEBIAN_MIRROR    (default: debootstrap's own mirror)
 #        TAG              tag of our images (default latest)
 #        BUILD            auto: build our images with Compose only if missing; always; never (default auto)
 #        PUSH             1: push our images to the registry during `up` (default 1)
@@ -55,7 +55,7 @@ CLUSTER_SUBNET="${CLUSTER_SUBNET:-10.213.0.0/24}"
 NODE_PREFIX="${NODE_PREFIX:-node}"
 NODE_IMAGE="${NODE_IMAGE:-dockercoins-node:bookworm-1}"
 CACHE_DIR="${CACHE_DIR:-/var/cache/dockercoins-cluster}"
-DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-}"
 TAG="${TAG:-latest}"
 BUILD="${BUILD:-auto}"
 PUSH="${PUSH:-1}"
@@ -120,7 +120,7 @@ build_node_image() {
     mkdir -p "$dir" "$CACHE_DIR/debs"
     log "node image: debootstrap bookworm (minbase + $NODE_PACKAGES) into $dir, about a minute"
     debootstrap --variant=minbase --include="$NODE_PACKAGES" --cache-dir="$CACHE_DIR/debs" \
-      bookworm "$dir" "$DEBIAN_MIRROR" >"$CACHE_DIR/debootstrap.log" 2>&1 ||
+      bookworm "$dir" ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"} >"$CACHE_DIR/debootstrap.log" 2>&1 ||
       die "debootstrap failed; see $CACHE_DIR/debootstrap.log"
     rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* "$dir"/usr/share/doc/* "$dir"/usr/share/man/*
     # The node's start: the registry forwarder (worker nodes), then the engine.

@@ -25,7 +25,7 @@
 #
 # Usage: scripts/test/seed-images.sh [rust|redis|registry ...]   (default: all three)
 # Env:   SEED_CACHE_DIR  (default /var/cache/dockercoins-seed)
-#        DEBIAN_MIRROR   (default http://deb.debian.org/debian)
+#        DEBIAN_MIRROR   (default: debootstrap's own mirror)
 #        DEBIAN_SUITE    (default bookworm)
 #        RUST_IMAGE      (default rust:1.95-slim-bookworm)
 #        REDIS_IMAGE     (default redis:7)
@@ -36,7 +36,7 @@ set -euo pipefail
 usage() { echo "usage: $0 [rust|redis|registry ...]   (seeds local look-alikes of the public base images; default: all)"; }
 
 SEED_CACHE_DIR="${SEED_CACHE_DIR:-/var/cache/dockercoins-seed}"
-DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-}"
 DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"
 RUST_IMAGE="${RUST_IMAGE:-rust:1.95-slim-bookworm}"
 REDIS_IMAGE="${REDIS_IMAGE:-redis:7}"
@@ -131,7 +131,7 @@ make_root() {
   mkdir -p "$dir" "$SEED_CACHE_DIR/debs"
   log "$name: debootstrap $DEBIAN_SUITE (minbase + $include)"
   debootstrap --variant=minbase --include="$include" --cache-dir="$SEED_CACHE_DIR/debs" \
-    "$DEBIAN_SUITE" "$dir/rootfs" "$DEBIAN_MIRROR" >"$dir/debootstrap.log" 2>&1 ||
+    "$DEBIAN_SUITE" "$dir/rootfs" ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"} >"$dir/debootstrap.log" 2>&1 ||
     die "$name: debootstrap failed; see $dir/debootstrap.log"
   "$customise" "$dir/rootfs"
   # Trim what an image does not need (the official slim images do the same).
