@@ -508,9 +508,12 @@ def run_args(
         args += ["--cpus", cpu_limit(limits["cpu"])]
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     for mount in c.get("volumeMounts", []):
-        # emptyDir and a fresh PersistentVolumeClaim: an empty writable directory (0777, like emptyDir).
+        # emptyDir and a fresh PersistentVolumeClaim: an empty directory the pod's user can write
+        # (an emptyDir is 0777; with fsGroup it is also the group's). The engine here ignores a
+        # tmpfs' mode= option but keeps uid= and gid=.
         if mount["name"] in volumes:
-            args += ["--mount", f"type=tmpfs,destination={mount['mountPath']},tmpfs-mode=0777"]
+            owner = f"uid={user if user is not None else 0},gid={psc.get('fsGroup', group if group is not None else 0)}"
+            args += ["--tmpfs", f"{mount['mountPath']}:rw,{owner},mode=0777"]
     env = {e["name"]: e["value"] for e in c.get("env", [])}
     env.update(env_override or {})
     for key, value in env.items():
@@ -613,8 +616,29 @@ def start_app(objects: list[dict], network: str, workers: int | None = None) -> 
         for i in range(replicas):
             name = f"{PREFIX}-{w['metadata']['name']}-{i}"
             docker(*run_args(w, aliases, name, network))
+            service_ports(w, [s for s in services if s["metadata"]["name"] in aliases], name)
             started[name] = (w, container_ip(name, network))
     return started
+
+
+def service_ports(workload: dict, services: list[dict], name: str) -> None:
+    """What kube-proxy does for a Service's port -> targetPort: a DNAT (here a REDIRECT in the
+    container's own network namespace), so that http://rng (port 80) reaches the container's 8080."""
+    (c,) = pod_spec(workload)["containers"]
+    named = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    pid = docker("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
+    for svc in services:
+        for p in svc["spec"]["ports"]:
+            target = p.get("targetPort", p["port"])
+            target = named.get(target, target)
+            if int(target) == int(p["port"]):
+                continue
+            rule = ["-p", "tcp", "--dport", str(p["port"]), "-j", "REDIRECT", "--to-ports", str(target)]
+            proc = subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-t", "nat", "-A", "PREROUTING", *rule],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{name}: Service {svc['metadata']['name']} port {p['port']} -> {target}: "
+                                   f"{proc.stderr.strip()}")
 
 
 def redis_hashes(redis_name: str) -> int:
@@ -746,16 +770,38 @@ def cmd_measure(args) -> None:
             cleanup_workers = docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
             if cleanup_workers:
                 docker("rm", "-f", *cleanup_workers, check_rc=False)
-            start_app(objects, network, workers)
+            started = start_app(objects, network, workers)
             time.sleep(10)
+            redis_name = f"{PREFIX}-redis-0"
+            h1, t1 = redis_hashes(redis_name), time.time()
             peak: dict[str, list[float]] = {}
             for _ in range(int(args.samples)):
                 for name, (cpu, mem) in stats().items():
                     component = re.sub(rf"^{PREFIX}-(\w+)-\d+$", r"\1", name)
                     p = peak.setdefault(component, [0.0, 0.0])
                     p[0], p[1] = max(p[0], cpu), max(p[1], mem)
+            h2, t2 = redis_hashes(redis_name), time.time()
+            hwm: dict[str, float] = {}
+            for name in started:
+                component = re.sub(rf"^{PREFIX}-(\w+)-\d+$", r"\1", name)
+                pid = docker("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
+                status = Path(f"/proc/{pid}/status").read_text()
+                m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+                hwm[component] = max(hwm.get(component, 0.0), int(m.group(1)) / 1024 if m else 0.0)
             for component, (cpu, mem) in sorted(peak.items()):
-                print(f"{workers} worker(s): {component:7} peak CPU {cpu:6.2f} %   peak memory {mem:6.2f} MiB")
+                print(f"{workers} worker(s): {component:7} peak CPU {cpu:6.2f} %   peak memory {mem:6.2f} MiB"
+                      f"   peak RSS (VmHWM) {hwm.get(component, 0):6.2f} MiB")
+            print(f"{workers} worker(s): {(h2 - h1) / (t2 - t1):.2f} hashes/s over {t2 - t1:.0f} s")
+            # The workshop's httping on rng and hasher: GET / (rng's waits in its line).
+            for component in ("rng", "hasher"):
+                ip = started[f"{PREFIX}-{component}-0"][1]
+                times = []
+                for _ in range(5):
+                    start = time.time()
+                    with NO_PROXY.open(f"http://{ip}:8080/", timeout=10) as response:
+                        response.read()
+                    times.append((time.time() - start) * 1000)
+                print(f"{workers} worker(s): GET {component} / " + " ".join(f"{ms:.0f}" for ms in times) + " ms")
     finally:
         cleanup()
 
