@@ -71,13 +71,17 @@ if [[ $missing -eq 1 ]]; then
 fi
 
 context=$(mktemp -d)
-trap 'rm -rf "$context"' EXIT
+trap 'rm -rf "$context" "$context.log"' EXIT
 for variant in "${variants[@]}"; do
   service="${variant%%:*}" tag="${variant#*:}"
   rm -rf "${context:?}"/*
   dockerfile "$variant" "$context" >"$context/Dockerfile"
   log "building $IMAGE_PREFIX/$service:$tag from $IMAGE_PREFIX/$service:$TAG"
-  docker build -q -t "$IMAGE_PREFIX/$service:$tag" "$context" >/dev/null
+  # Plain `docker build`: FROM, ENTRYPOINT and COPY need no BuildKit. Its output only on failure.
+  if ! docker build -q -t "$IMAGE_PREFIX/$service:$tag" "$context" >"$context.log" 2>&1; then
+    cat "$context.log" >&2
+    exit 1
+  fi
   if [[ -n "$REGISTRY" ]]; then
     docker tag "$IMAGE_PREFIX/$service:$tag" "$REGISTRY/$service:$tag"
     docker push -q "$REGISTRY/$service:$tag" >/dev/null

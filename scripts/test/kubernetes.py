@@ -655,8 +655,11 @@ def cmd_run(args) -> None:
     try:
         log(f"running every container of {manifest.relative_to(ROOT)} as declared (our images: tag {TAG})")
         started = start_app(objects, network)
+        services = [o for o in objects if o["kind"] == "Service"]
         for name, (w, _) in started.items():
-            print(f"    docker {' '.join(run_args(w, ['…'], name, network))}", flush=True)
+            labels = w["spec"]["template"]["metadata"]["labels"]
+            aliases = [s["metadata"]["name"] for s in services if selects(s["spec"]["selector"], labels)]
+            print(f"    docker {' '.join(run_args(w, aliases, name, network))}", flush=True)
         deadline = time.time() + 30
         for name, (w, ip) in started.items():
             for which, good, what in probe_until(w, name, ip, deadline):

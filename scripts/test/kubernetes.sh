@@ -63,7 +63,8 @@ cleanup() {
   # shellcheck disable=SC2086 # one id per word
   [[ -z "$ids" ]] || docker rm -f $ids >/dev/null 2>&1 || true
   docker network rm "$PREFIX-net" >/dev/null 2>&1 || true
-  docker rmi "$VARIANT/worker:v0.2" "$VARIANT/webui:v0.2" "$VARIANT/worker:$TAG" "$VARIANT/webui:$TAG" >/dev/null 2>&1 || true
+  docker rmi "$VARIANT/worker:v0.2" "$VARIANT/webui:v0.2" "$VARIANT/rng:v0.2" \
+    "$VARIANT/worker:$TAG" "$VARIANT/webui:$TAG" "$VARIANT/rng:$TAG" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -102,18 +103,26 @@ run_part static
 
 # The rollout variants, built from our images under names of the suite's own
 # ($VARIANT/worker:v0.2 ...); kubernetes.py run mines with the worker's and checks the web UI's.
-log "scripts/variants.sh worker:v0.2 webui:v0.2 (as $VARIANT/...)"
+log "scripts/variants.sh worker:v0.2 webui:v0.2 rng:v0.2 (as $VARIANT/...)"
 if docker tag "dockercoins/worker:$TAG" "$VARIANT/worker:$TAG" \
   && docker tag "dockercoins/webui:$TAG" "$VARIANT/webui:$TAG" \
-  && IMAGE_PREFIX="$VARIANT" TAG="$TAG" "$ROOT/scripts/variants.sh" worker:v0.2 webui:v0.2; then
-  pass "scripts/variants.sh built $VARIANT/worker:v0.2 and $VARIANT/webui:v0.2"
+  && docker tag "dockercoins/rng:$TAG" "$VARIANT/rng:$TAG" \
+  && IMAGE_PREFIX="$VARIANT" TAG="$TAG" "$ROOT/scripts/variants.sh" worker:v0.2 webui:v0.2 rng:v0.2; then
+  pass "scripts/variants.sh built $VARIANT/worker:v0.2, webui:v0.2 and rng:v0.2"
   entry=$(docker image inspect -f '{{json .Config.Entrypoint}}' "$VARIANT/worker:v0.2")
   check "worker:v0.2 starts with --sleep=1s ($entry)" test "$entry" = '["/worker","--sleep=1s"]'
   export VARIANT_WORKER="$VARIANT/worker:v0.2" VARIANT_WEBUI="$VARIANT/webui:v0.2"
+  # rng:v0.2 fails at start, with the manifest's env (RNG_DELAY=100ms) too: a pod in CrashLoopBackOff.
+  errors=$(mktemp)
+  code=$(timeout 20 docker run --rm --label "org.dockercoins.test=$PREFIX" --user 65532:65532 --read-only --cap-drop ALL \
+    -e PORT=8080 -e RNG_DELAY=100ms "$VARIANT/rng:v0.2" >/dev/null 2>"$errors"; echo $?) || true
+  line=$(head -n 1 "$errors")
+  rm -f "$errors"
+  check "rng:v0.2 exits at start with code $code: $line" test "$code" != 0 -a "$code" != 124 -a -n "$line"
 else
-  fail "scripts/variants.sh worker:v0.2 webui:v0.2"
+  fail "scripts/variants.sh worker:v0.2 webui:v0.2 rng:v0.2"
 fi
-docker rmi "$VARIANT/worker:$TAG" "$VARIANT/webui:$TAG" >/dev/null 2>&1 || true
+docker rmi "$VARIANT/worker:$TAG" "$VARIANT/webui:$TAG" "$VARIANT/rng:$TAG" >/dev/null 2>&1 || true
 
 log "the manifests' containers under Docker"
 run_part run
