@@ -153,8 +153,8 @@ PLAIN = {
 #
 #   kubectl apply -f k8s/networkpolicy.yaml
 #
-# Needs a network plugin that enforces NetworkPolicy (kindnet since kind 0.24,
-# Calico, Cilium ...). It also blocks Prometheus in other namespaces: the chart's
+# Needs a network plugin that enforces NetworkPolicy (Calico, Cilium, recent
+# kindnet ...). It also blocks Prometheus in other namespaces: the chart's
 # networkPolicy.metricsFrom lets it in.
 """,
     ),
