@@ -745,6 +745,27 @@ def cmd_run(args) -> None:
             check("#1746c2" in get(webui_ip, "/webui.js") and "font-size: 15px" in get(webui_ip, "/webui.css"),
                   "the normal webui: the chart in #1746c2, axis labels 15px")
 
+        # Redis down: webui and worker turn not ready (out of the Service), but stay live (no restart).
+        docker("stop", redis_name)
+        time.sleep(1)
+        for n, (w, ip) in list(started.items()):
+            if w["metadata"]["name"] not in ("webui", "worker") or docker(
+                    "inspect", "-f", "{{.State.Running}}", n).stdout.strip() != "true":
+                continue
+            (c,) = pod_spec(w)["containers"]
+            ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+            ready = call_probe("httpGet", c["readinessProbe"], n, ip, ports)
+            live = call_probe("httpGet", c["livenessProbe"], n, ip, ports)
+            check(not ready[0] and live[0], f"{n}, Redis stopped: readiness {ready[1]}, liveness {live[1]}")
+        docker("start", redis_name)
+        redis_w = started[redis_name][0]
+        results = probe_until(redis_w, redis_name, container_ip(redis_name, network), time.time() + 20)
+        worker_name = next(n for n, (w, _) in started.items() if w["metadata"]["name"] == "worker"
+                           and docker("inspect", "-f", "{{.State.Running}}", n).stdout.strip() == "true")
+        again = probe_until(started[worker_name][0], worker_name, started[worker_name][1], time.time() + 20)
+        check(all(good for _, good, _ in results + again), f"Redis back: redis and {worker_name} ready again",
+              str(results + again))
+
         # SIGTERM: each container exits at once, not after the grace period.
         for name in reversed(list(started)):
             start = time.time()
