@@ -712,7 +712,11 @@ def cmd_run(args) -> None:
         if variant_worker:
             old = next(n for n, (w, _) in started.items() if w["metadata"]["name"] == "worker")
             worker = started[old][0]
-            docker("stop", old)
+            start = time.time()
+            docker("stop", "-t", "30", old)
+            took = time.time() - start
+            code = docker("inspect", "-f", "{{.State.ExitCode}}", old).stdout.strip()
+            check(took < 5 and code == "0", f"{old} replaced: SIGTERM to exit {took:.2f} s, exit code {code} (grace 30 s)")
             name = f"{PREFIX}-worker-v02"
             docker(*run_args(worker, [], name, network, image=variant_worker))
             started[name] = (worker, container_ip(name, network))
@@ -768,6 +772,8 @@ def cmd_run(args) -> None:
 
         # SIGTERM: each container exits at once, not after the grace period.
         for name in reversed(list(started)):
+            if docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() != "true":
+                continue  # the worker replaced by its variant: timed above
             start = time.time()
             docker("stop", "-t", "30", name)
             took = time.time() - start
