@@ -106,7 +106,11 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [[ -f "$REDIS_DIR/redis.pid" ]]; then
-    kill "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null || true
+    local redis_pid
+    redis_pid="$(cat "$REDIS_DIR/redis.pid")"
+    kill "$redis_pid" 2>/dev/null || true
+    # Redis writes its files while it stops: removing them before it is gone can fail.
+    for _ in $(seq 50); do kill -0 "$redis_pid" 2>/dev/null || break; sleep 0.1; done
   fi
   if [[ "${KEEP_LOGS:-0}" == 1 ]]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
 }
