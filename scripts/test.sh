@@ -60,6 +60,7 @@ suite_lint() {
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     shellcheck scripts/*.sh scripts/*/*.sh .ci/run
+    scripts/test/docs-links.sh
     if docker compose version >/dev/null 2>&1; then
         for file in compose.yaml compose.*.yaml; do
             [ "$file" = compose.yaml ] && docker compose -f compose.yaml config -q && continue
@@ -90,7 +91,13 @@ for suite in "${suites[@]}"; do
     declare -F "suite_$suite" >/dev/null || { echo "unknown suite: $suite (see --help)" >&2; exit 2; }
     echo "=== $suite (log: $LOG_DIR/$suite.log)"
     start=$(date +%s)
-    if "suite_$suite" > >(tee "$LOG_DIR/$suite.log") 2>&1; then
+    # In a subshell with errexit on, outside `if`: bash ignores `set -e` in a
+    # function called as an `if` condition, so any failing step fails the suite.
+    set +e
+    (set -e; "suite_$suite") > >(tee "$LOG_DIR/$suite.log") 2>&1
+    status=$?
+    set -e
+    if [ "$status" -eq 0 ]; then
         result=PASS; passed=$((passed + 1))
     else
         result=FAIL; failed=$((failed + 1))

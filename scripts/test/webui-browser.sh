@@ -15,6 +15,9 @@
 #        BIN_DIR          where rng, hasher, worker, webui are (default target/release)
 #        BUILD            1: cargo build --release first; 0: never; auto (default): if a binary is missing
 #        SCREENSHOT_DIR   where the screenshots go (default target/webui-browser)
+#        DOCS_SCREENSHOT  also write the docs' picture of the live page there, 1280 x 800
+#                         (default unset; the README's is docs/img/webui-desktop.png)
+#        DOCS_SCREENSHOT_AFTER  seconds of mining on the page before that picture (default 60)
 #        VENV             the Python venv for selenium (default ~/.cache/dockercoins/webui-browser-venv)
 #        SELENIUM_VERSION selenium from PyPI (default 4.50.0)
 #        CHROMIUM, CHROMEDRIVER  the browser and its driver (default /usr/bin/chromium, /usr/bin/chromedriver)
@@ -34,6 +37,13 @@ PORT_BASE="${PORT_BASE:-31000}"
 BIN_DIR="${BIN_DIR:-$ROOT/target/release}"
 BUILD="${BUILD:-auto}"
 export SCREENSHOT_DIR="${SCREENSHOT_DIR:-$ROOT/target/webui-browser}"
+DOCS_SCREENSHOT="${DOCS_SCREENSHOT:-}"
+if [[ -n "$DOCS_SCREENSHOT" ]]; then
+  mkdir -p "$(dirname "$DOCS_SCREENSHOT")"
+  DOCS_SCREENSHOT="$(cd "$(dirname "$DOCS_SCREENSHOT")" && pwd)/$(basename "$DOCS_SCREENSHOT")"
+fi
+export DOCS_SCREENSHOT
+export DOCS_SCREENSHOT_AFTER="${DOCS_SCREENSHOT_AFTER:-60}"
 VENV="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/dockercoins/webui-browser-venv}"
 SELENIUM_VERSION="${SELENIUM_VERSION:-4.50.0}"
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
@@ -96,7 +106,11 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [[ -f "$REDIS_DIR/redis.pid" ]]; then
-    kill "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null || true
+    local redis_pid
+    redis_pid="$(cat "$REDIS_DIR/redis.pid")"
+    kill "$redis_pid" 2>/dev/null || true
+    # Redis writes its files while it stops: removing them before it is gone can fail.
+    for _ in $(seq 50); do kill -0 "$redis_pid" 2>/dev/null || break; sleep 0.1; done
   fi
   if [[ "${KEEP_LOGS:-0}" == 1 ]]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
 }
