@@ -180,7 +180,7 @@ elf_machine() { od -An -tu2 -j18 -N2 "$1" | tr -d ' '; }
 image_binary_machine() {
   local image="$1" svc="$2" name="dcarch-elf-$$"
   docker rm -f "$name" >/dev/null 2>&1 || true
-  docker create --name "$name" "$image" >/dev/null || return 1
+  docker create --platform "$(image_platform "$image")" --name "$name" "$image" >/dev/null || return 1
   rm -rf "$WORK/elf" && mkdir -p "$WORK/elf"
   docker cp "$name:/$svc" "$WORK/elf/$svc" >/dev/null || { docker rm -f "$name" >/dev/null; return 1; }
   docker rm -f "$name" >/dev/null
