@@ -43,7 +43,7 @@
 #        RATE_SECONDS    length of each rate measurement (default 20)
 #        RATE1_MIN/MAX   accepted 1-worker rate (default 2.6 / 3.8 hashes/s)
 #        RATE10_MIN/MAX  accepted 10-worker rate (default 7.5 / 10.6 hashes/s: emulation slows rng)
-#        MIN_EMULATED_RATIO  arm64 rate / amd64 rate accepted (default 0.85)
+#        MIN_EMULATED_RATIO  arm64 rate / amd64 rate accepted (default 0.8)
 #        MAX_IMAGE_BYTES largest accepted arm64 image (default 15000000)
 #        RUST_CROSS_IMAGE, RUST_ARM64_IMAGE  the seeded builders (see scripts/test/seed-images.sh)
 #        SKIP_SEED=1     do not run seed-images.sh / compose-plugin.sh
@@ -79,7 +79,7 @@ RATE1_MAX="${RATE1_MAX:-3.8}"
 # fell below what compose-e2e.sh accepts for native images (docs/platforms.md).
 RATE10_MIN="${RATE10_MIN:-7.5}"
 RATE10_MAX="${RATE10_MAX:-10.6}"
-MIN_EMULATED_RATIO="${MIN_EMULATED_RATIO:-0.85}"
+MIN_EMULATED_RATIO="${MIN_EMULATED_RATIO:-0.8}"
 MAX_IMAGE_BYTES="${MAX_IMAGE_BYTES:-15000000}"
 export RUST_CROSS_IMAGE="${RUST_CROSS_IMAGE:-dockercoins-seed/rust-cross:trixie}"
 export RUST_ARM64_IMAGE="${RUST_ARM64_IMAGE:-dockercoins-seed/rust:1.95-slim-bookworm-arm64}"
