@@ -14,19 +14,28 @@ FROM rust:1.95-slim-bookworm AS build
 # workspace's own release profile.
 ARG CARGO_PROFILE_RELEASE_LTO=off
 ARG CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+# The platform being built (set by BuildKit): linux/amd64, linux/arm64, ...
+ARG TARGETARCH
+ARG TARGETVARIANT
 WORKDIR /src
 COPY . .
 # Static binaries (glibc, static-pie) so the final image can be "scratch".
+# The target triple is the builder's own (`rustc --print host-tuple`):
+# x86_64-unknown-linux-gnu on amd64, aarch64-unknown-linux-gnu on arm64. An
+# explicit --target keeps crt-static off the build scripts and proc macros.
 # The cargo registry and the target directory live in cache mounts shared by
 # the four builds: a rebuild after a small change recompiles only what changed.
+# The target directory has one cache per platform, so building amd64 and arm64
+# on one machine does not make each rebuild the other's build scripts.
 RUN --mount=type=cache,id=dockercoins-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=dockercoins-cargo-git,target=/usr/local/cargo/git,sharing=locked \
-    --mount=type=cache,id=dockercoins-target,target=/src/target,sharing=locked \
-    RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked --workspace --target x86_64-unknown-linux-gnu \
+    --mount=type=cache,id=dockercoins-target-${TARGETARCH}${TARGETVARIANT},target=/src/target,sharing=locked \
+    triple="$(rustc --print host-tuple)" \
+ && RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked --workspace --target "$triple" \
  && mkdir -p /out \
  && for bin in rng hasher worker webui; do \
-      cp "target/x86_64-unknown-linux-gnu/release/$bin" /out/; \
+      cp "target/$triple/release/$bin" /out/; \
     done
 
 FROM scratch

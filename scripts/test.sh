@@ -7,14 +7,14 @@
 #
 # Usage: scripts/test.sh [SUITE...]     (default: all suites, in order)
 # Suites: lint rust native browser prometheus faults compose compose-faults compose-prometheus
-#         swarm cluster kubernetes
+#         swarm cluster kubernetes multiarch
 # Environment: SKIP="suite ..." skips suites; LOG_DIR keeps each suite's log
 # (default: a temporary directory, printed at the end).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-ALL_SUITES=(lint rust native browser prometheus faults compose compose-faults compose-prometheus swarm cluster kubernetes)
+ALL_SUITES=(lint rust native browser prometheus faults compose compose-faults compose-prometheus swarm cluster kubernetes multiarch)
 SKIP=${SKIP:-}
 LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/dockercoins-test.XXXXXX)}
 mkdir -p "$LOG_DIR"
@@ -27,7 +27,7 @@ suites=("$@")
 
 # -- What the tests need --------------------------------------------------------
 install_packages() {
-    local wanted=(redis-server redis-tools chromium chromium-driver debootstrap shellcheck prometheus wrk curl jq python3-venv)
+    local wanted=(redis-server redis-tools chromium chromium-driver debootstrap shellcheck prometheus wrk curl jq python3-venv qemu-user-static binfmt-support)
     local missing=()
     for package in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
@@ -43,7 +43,7 @@ install_packages() {
 }
 
 needs_docker() {
-    case " $* " in *" compose"* | *" swarm "* | *" cluster "* | *" kubernetes "*) return 0 ;; esac
+    case " $* " in *" compose"* | *" swarm "* | *" cluster "* | *" kubernetes "* | *" multiarch "*) return 0 ;; esac
     return 1
 }
 
@@ -82,6 +82,7 @@ suite_compose-prometheus() { scripts/test/compose-prometheus.sh; }
 suite_swarm() { scripts/test/swarm-e2e.sh; }
 suite_cluster() { scripts/test/cluster-e2e.sh; }
 suite_kubernetes() { scripts/test/kubernetes.sh; }
+suite_multiarch() { scripts/test/multiarch.sh; }
 
 passed=0
 failed=0

@@ -18,22 +18,36 @@
 #   registry:2               Debian's docker-registry (Distribution 2.8) on
 #                            :5000, no auth
 #
+# Two more, for the arm64 tests (scripts/test/multiarch.sh), only when asked for:
+#
+#   rust-arm64  $RUST_ARM64_IMAGE, a linux/arm64 Rust builder: Debian trixie
+#               arm64 with gcc, libc6-dev and rustc/cargo from trixie-backports
+#               (trixie's own 1.85 is older than the workspace's rust-version),
+#               the official image's CARGO_HOME and this machine's CA bundle.
+#               Its own tag: the engine keeps one image per tag, and the amd64
+#               rust:1.95-slim-bookworm must stay. Runs under QEMU (binfmt).
+#   rust-cross  $RUST_CROSS_IMAGE, an amd64 builder that cross-compiles for
+#               arm64: trixie with rustc/cargo and libstd-rust-dev:arm64 from
+#               trixie-backports and gcc-aarch64-linux-gnu.
+#
 # An image that already exists is left alone: a seeded one (label
 # org.dockercoins.seeded) of the current seed version, or a real one (no label).
 # Root filesystems are cached under $SEED_CACHE_DIR, so a re-run after
 # `docker rmi` only re-imports. Needs root (debootstrap).
 #
-# Usage: scripts/test/seed-images.sh [rust|redis|registry ...]   (default: all three)
+# Usage: scripts/test/seed-images.sh [rust|redis|registry|rust-arm64|rust-cross ...]   (default: the first three)
 # Env:   SEED_CACHE_DIR  (default /var/cache/dockercoins-seed)
 #        DEBIAN_MIRROR   (default: debootstrap's own mirror)
 #        DEBIAN_SUITE    (default bookworm)
 #        RUST_IMAGE      (default rust:1.95-slim-bookworm)
 #        REDIS_IMAGE     (default redis:7)
 #        REGISTRY_IMAGE  (default registry:2)
+#        RUST_ARM64_IMAGE (default dockercoins-seed/rust:1.95-slim-bookworm-arm64)
+#        RUST_CROSS_IMAGE (default dockercoins-seed/rust-cross:trixie)
 #        SEED_FORCE=1    re-import seeded images even if present (never replaces real ones)
 set -euo pipefail
 
-usage() { echo "usage: $0 [rust|redis|registry ...]   (seeds local look-alikes of the public base images; default: all)"; }
+usage() { echo "usage: $0 [rust|redis|registry|rust-arm64|rust-cross ...]   (seeds local look-alikes of the public base images; default: all)"; }
 
 SEED_CACHE_DIR="${SEED_CACHE_DIR:-/var/cache/dockercoins-seed}"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-}"
@@ -41,6 +55,8 @@ DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}"
 RUST_IMAGE="${RUST_IMAGE:-rust:1.95-slim-bookworm}"
 REDIS_IMAGE="${REDIS_IMAGE:-redis:7}"
 REGISTRY_IMAGE="${REGISTRY_IMAGE:-registry:2}"
+RUST_ARM64_IMAGE="${RUST_ARM64_IMAGE:-dockercoins-seed/rust:1.95-slim-bookworm-arm64}"
+RUST_CROSS_IMAGE="${RUST_CROSS_IMAGE:-dockercoins-seed/rust-cross:trixie}"
 SEED_FORCE="${SEED_FORCE:-0}"
 # Bump a look-alike's number when what it contains changes: an older seeded
 # image is then re-imported. (Each has its own: a new rust image would make
@@ -50,6 +66,7 @@ seed_version() {
     rust) echo 1 ;;
     redis) echo 2 ;;
     registry) echo 1 ;;
+    rust-arm64 | rust-cross) echo 1 ;;
   esac
 }
 SEED_LABEL=org.dockercoins.seeded
@@ -61,7 +78,7 @@ targets=()
 for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
-    rust | redis | registry) targets+=("$arg") ;;
+    rust | redis | registry | rust-arm64 | rust-cross) targets+=("$arg") ;;
     *) usage >&2; exit 2 ;;
   esac
 done
@@ -120,20 +137,25 @@ image_state() {
 # debootstrap a minbase root with extra packages into $SEED_CACHE_DIR/<name>/rootfs,
 # unless a complete one is cached. $2 is a function that customises the root.
 make_root() {
-  local name="$1" customise="$2" include="$3"
+  local name="$1" customise="$2" include="$3" arch="${4:-}" suite="${5:-$DEBIAN_SUITE}"
   local dir="$SEED_CACHE_DIR/$name" stamp
-  stamp="v$(seed_version "$name") $DEBIAN_SUITE $include"
+  stamp="v$(seed_version "$name") $suite $include${arch:+ $arch}"
   if [[ -f "$dir/complete" && "$(cat "$dir/complete")" == "$stamp" ]]; then
     log "$name: using cached root filesystem $dir/rootfs"
     return 0
   fi
   rm -rf "$dir"
   mkdir -p "$dir" "$SEED_CACHE_DIR/debs"
-  log "$name: debootstrap $DEBIAN_SUITE (minbase + $include)"
-  debootstrap --variant=minbase --include="$include" --cache-dir="$SEED_CACHE_DIR/debs" \
-    "$DEBIAN_SUITE" "$dir/rootfs" ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"} >"$dir/debootstrap.log" 2>&1 ||
+  log "$name: debootstrap $suite${arch:+ $arch} (minbase + $include)"
+  # One package cache per suite and architecture: debootstrap runs may overlap.
+  local debs="$SEED_CACHE_DIR/debs"
+  [[ -z "$arch" ]] || debs="$SEED_CACHE_DIR/debs-$suite-$arch"
+  mkdir -p "$debs"
+  debootstrap --variant=minbase ${arch:+--arch="$arch"} --include="$include" --cache-dir="$debs" \
+    "$suite" "$dir/rootfs" ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"} >"$dir/debootstrap.log" 2>&1 ||
     die "$name: debootstrap failed; see $dir/debootstrap.log"
-  "$customise" "$dir/rootfs"
+  "$customise" "$dir/rootfs" >>"$dir/debootstrap.log" 2>&1 ||
+    die "$name: setting up the root failed; see $dir/debootstrap.log"
   # Trim what an image does not need (the official slim images do the same).
   rm -rf "$dir/rootfs"/var/cache/apt/archives/*.deb "$dir/rootfs"/var/lib/apt/lists/* \
     "$dir/rootfs"/usr/share/doc/* "$dir/rootfs"/usr/share/man/* "$dir/rootfs"/usr/share/info/*
@@ -303,6 +325,110 @@ seed_registry() {
     -c 'CMD ["/etc/docker/registry/config.yml"]'
 }
 
+# --- rust-arm64 and rust-cross (trixie + trixie-backports) -------------------
+
+# Adds trixie-backports to a trixie root, from the mirror debootstrap used,
+# then installs packages ($2...) from it inside the root ($1).
+backports_install() {
+  local root="$1"
+  shift
+  sed -n 's/^deb \([^ ]*\) trixie main$/deb \1 trixie-backports main/p' "$root/etc/apt/sources.list" \
+    >"$root/etc/apt/sources.list.d/backports.list"
+  [[ -s "$root/etc/apt/sources.list.d/backports.list" ]] || { echo "no trixie line in $root/etc/apt/sources.list"; return 1; }
+  mount -t proc proc "$root/proc"
+  local rc=0
+  chroot "$root" apt-get update -q || rc=$?
+  [[ $rc -ne 0 ]] || DEBIAN_FRONTEND=noninteractive chroot "$root" \
+    apt-get install -y -q --no-install-recommends -t trixie-backports "$@" || rc=$?
+  umount "$root/proc"
+  return "$rc"
+}
+
+# The official image's CARGO_HOME, writable, and this machine's CA bundle.
+cargo_home_and_ca() {
+  local root="$1"
+  mkdir -p "$root/usr/local/cargo/bin" "$root/etc/ssl/certs"
+  chmod -R a+w "$root/usr/local/cargo"
+  install -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+}
+
+customise_rust_arm64() {
+  backports_install "$1" rustc cargo
+  cargo_home_and_ca "$1"
+}
+
+customise_rust_cross() {
+  chroot "$1" dpkg --add-architecture arm64
+  backports_install "$1" rustc cargo libstd-rust-dev:arm64
+  cargo_home_and_ca "$1"
+}
+
+# The emulated arm64 tools need binfmt_misc with qemu-aarch64 (flag F: also in containers).
+ensure_qemu() {
+  if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+    if ! command -v update-binfmts >/dev/null || [[ ! -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ]]; then
+      apt_install qemu-user-static binfmt-support
+    fi
+    [[ -e /proc/sys/fs/binfmt_misc/register ]] ||
+      mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    update-binfmts --enable qemu-aarch64 || true
+  fi
+  [[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] || die "rust-arm64: qemu-aarch64 is not registered with binfmt_misc"
+}
+
+rust_env=(
+  -c "ENV CARGO_HOME=/usr/local/cargo"
+  -c "ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+
+seed_rust-arm64() {
+  ensure_qemu
+  make_root rust-arm64 customise_rust_arm64 ca-certificates,gcc,libc6-dev arm64 trixie
+  local version ctx
+  version="$(chroot "$SEED_CACHE_DIR/rust-arm64/rootfs" rustc --version | awk '{print $2}')"
+  # `docker import --platform` is ignored by the 20.10 engine; a BuildKit build
+  # of FROM scratch for linux/arm64 gives a real arm64 image.
+  ctx="$(mktemp -d "$SEED_CACHE_DIR/rust-arm64/ctx.XXXXXX")"
+  tar --numeric-owner -C "$SEED_CACHE_DIR/rust-arm64/rootfs" -cf "$ctx/rootfs.tar" .
+  cat >"$ctx/Dockerfile" <<DOCKERFILE
+FROM scratch
+ADD rootfs.tar /
+LABEL $SEED_LABEL=1 org.dockercoins.seed-version=$(seed_version rust-arm64) \\
+      org.opencontainers.image.description="Local arm64 look-alike of rust:1.95-slim-bookworm made by scripts/test/seed-images.sh (Debian's Rust $version)"
+ENV CARGO_HOME=/usr/local/cargo \\
+    PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    RUST_VERSION=$version
+CMD ["bash"]
+DOCKERFILE
+  local rc=0
+  DOCKER_BUILDKIT=1 "$(legacy_docker)" build --platform linux/arm64 -q -t "$RUST_ARM64_IMAGE" "$ctx" >/dev/null || rc=$?
+  rm -rf "$ctx"
+  [[ $rc -eq 0 ]] || die "rust-arm64: docker build --platform linux/arm64 failed"
+}
+
+seed_rust-cross() {
+  make_root rust-cross customise_rust_cross ca-certificates,gcc,libc6-dev,gcc-aarch64-linux-gnu,libc6-dev-arm64-cross "" trixie
+  local version
+  version="$(chroot "$SEED_CACHE_DIR/rust-cross/rootfs" rustc --version | awk '{print $2}')"
+  import_root rust-cross "$RUST_CROSS_IMAGE" "${rust_env[@]}" \
+    -c "ENV RUST_VERSION=$version" \
+    -c "ENV CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc" \
+    -c "ENV CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc" \
+    -c 'CMD ["bash"]'
+}
+
+# A docker client that builds with BuildKit and --platform: Debian's 20.10
+# client (/usr/bin/docker) when the first one on PATH has no buildx.
+legacy_docker() {
+  if docker buildx version >/dev/null 2>&1; then
+    echo docker
+  elif [[ -x /usr/bin/docker ]]; then
+    echo /usr/bin/docker
+  else
+    die "no docker client that can build with BuildKit (docker buildx, or Debian's docker.io client in /usr/bin)"
+  fi
+}
+
 # --- main ------------------------------------------------------------------
 
 started=$SECONDS
@@ -311,6 +437,8 @@ for target in "${targets[@]}"; do
     rust) image="$RUST_IMAGE" ;;
     redis) image="$REDIS_IMAGE" ;;
     registry) image="$REGISTRY_IMAGE" ;;
+    rust-arm64) image="$RUST_ARM64_IMAGE" ;;
+    rust-cross) image="$RUST_CROSS_IMAGE" ;;
   esac
   t0=$SECONDS
   state="$(image_state "$image" "$target")"
