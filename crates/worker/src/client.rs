@@ -60,7 +60,9 @@ impl Client {
             .parse()
             .map_err(|err| format!("{name}_URL={base_url:?}: {err}"))?;
         if url.scheme_str() != Some("http") {
-            return Err(format!("{name}_URL={base_url:?}: only http:// is supported"));
+            return Err(format!(
+                "{name}_URL={base_url:?}: only http:// is supported"
+            ));
         }
         if url.host().is_none_or(str::is_empty) {
             return Err(format!("{name}_URL={base_url:?}: no host"));
