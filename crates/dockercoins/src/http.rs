@@ -4,8 +4,7 @@
 //! 404 and 405, and a graceful stop bounded by `SHUTDOWN_TIMEOUT`.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -196,36 +195,4 @@ fn method_label(method: &Method) -> &'static str {
         .find(|known| *known == method)
         .map(|known| known.as_str())
         .unwrap_or("other")
-}
-
-/// The `healthcheck` subcommand: `GET http://127.0.0.1:<port>/healthz`.
-pub async fn healthcheck(port: u16) -> ExitCode {
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    // No proxy: an HTTP_PROXY in the container's environment must not take
-    // the probe of 127.0.0.1 elsewhere.
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .no_proxy()
-        .build()
-    {
-        Ok(client) => client,
-        Err(err) => {
-            println!("unhealthy: cannot make an HTTP client: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match client.get(&url).send().await {
-        Ok(response) if response.status().is_success() => {
-            println!("healthy: {url} answered {}", response.status());
-            ExitCode::SUCCESS
-        }
-        Ok(response) => {
-            println!("unhealthy: {url} answered {}", response.status());
-            ExitCode::FAILURE
-        }
-        Err(err) => {
-            println!("unhealthy: {url}: {}", crate::error_chain(&err));
-            ExitCode::FAILURE
-        }
-    }
 }

@@ -7,6 +7,7 @@
 //! hands the rest to the service's `run` function.
 
 pub mod config;
+pub mod healthcheck;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -76,7 +77,7 @@ where
     };
     let code = runtime.block_on(async move {
         if let Some(Command::Healthcheck { port }) = cli.command {
-            return http::healthcheck(port.unwrap_or(cli.common.port)).await;
+            return healthcheck::run(port.unwrap_or(cli.common.port)).await;
         }
         logging::init(&cli.common);
         metrics::install_for(name);

@@ -1,5 +1,6 @@
 //! Logging: one line per event, text for people or JSON for log shippers.
-//! `RUST_LOG` picks levels; without it, `info`, or `debug` for our own code
+//! `RUST_LOG` picks levels (`info`, `info,access=warn`: a default level and
+//! one per target); without it, `info`, or `debug` for our own code
 //! when `DEBUG=y` (the classic app's switch). Logs go to standard output.
 //!
 //! Events are formatted where they happen and written by a thread of their
@@ -14,8 +15,10 @@ use std::os::fd::AsFd;
 use std::sync::Mutex;
 
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::Common;
 
@@ -34,12 +37,16 @@ static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 /// Sets up logging (once per process; a second call changes nothing).
 pub fn init(common: &Common) {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.is_empty() => EnvFilter::new(spec),
-        _ if common.debug() => {
-            let ours: Vec<String> = OUR_CRATES.iter().map(|c| format!("{c}=debug")).collect();
-            EnvFilter::new(format!("info,{}", ours.join(",")))
-        }
-        _ => EnvFilter::new("info"),
+        Ok(spec) if !spec.is_empty() => spec.parse().unwrap_or_else(|err| {
+            // Logging is not up yet: say it on standard error, once, and go on.
+            eprintln!("RUST_LOG={spec:?}: {err}; logging at info");
+            Targets::new().with_default(LevelFilter::INFO)
+        }),
+        _ if common.debug() => OUR_CRATES.iter().fold(
+            Targets::new().with_default(LevelFilter::INFO),
+            |targets, ours| targets.with_target(*ours, LevelFilter::DEBUG),
+        ),
+        _ => Targets::new().with_default(LevelFilter::INFO),
     };
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
@@ -47,7 +54,7 @@ pub fn init(common: &Common) {
         .thread_name("log-writer")
         .finish(batched_stdout());
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(LevelFilter::TRACE)
         .with_writer(OneLine(writer));
     // A second init (several services in one test process) keeps the first.
     let installed = if common.log_format == "json" {
@@ -57,9 +64,15 @@ pub fn init(common: &Common) {
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
+            .finish()
+            .with(filter)
             .try_init()
     } else {
-        builder.with_ansi(io::stdout().is_terminal()).try_init()
+        builder
+            .with_ansi(io::stdout().is_terminal())
+            .finish()
+            .with(filter)
+            .try_init()
     };
     if installed.is_err() {
         return;

@@ -69,3 +69,10 @@ async fn hash(State(delay): State<Duration>, body: Bytes) -> impl IntoResponse {
     let hex_hash = hex::encode(Sha256::digest(&body));
     ([(header::CONTENT_TYPE, "text/plain")], hex_hash)
 }
+
+/// What the `hasher` binary does; its `main.rs` only calls this. Here, the
+/// service's code is compiled once, with the library (instantiated in the
+/// binary, the generic `dockercoins::main` compiled it a second time there).
+pub fn main() -> std::process::ExitCode {
+    dockercoins::main("hasher", ABOUT, run)
+}

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    dockercoins::main("hasher", hasher::ABOUT, hasher::run)
+    hasher::main()
 }

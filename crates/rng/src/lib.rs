@@ -147,3 +147,10 @@ impl Drop for WaitingInLine {
         metrics::gauge!("rng_requests_waiting").decrement(1.0);
     }
 }
+
+/// What the `rng` binary does; its `main.rs` only calls this. Here, the
+/// service's code is compiled once, with the library (instantiated in the
+/// binary, the generic `dockercoins::main` compiled it a second time there).
+pub fn main() -> std::process::ExitCode {
+    dockercoins::main("rng", ABOUT, run)
+}

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    dockercoins::main("rng", rng::ABOUT, rng::run)
+    rng::main()
 }

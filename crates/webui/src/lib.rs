@@ -136,3 +136,10 @@ pub(crate) fn unix_now() -> f64 {
         .map(|since| since.as_secs_f64())
         .unwrap_or(0.0)
 }
+
+/// What the `webui` binary does; its `main.rs` only calls this. Here, the
+/// service's code is compiled once, with the library (instantiated in the
+/// binary, the generic `dockercoins::main` compiled it a second time there).
+pub fn main() -> std::process::ExitCode {
+    dockercoins::main("webui", ABOUT, run)
+}

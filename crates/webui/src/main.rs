@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    dockercoins::main("webui", webui::ABOUT, webui::run)
+    webui::main()
 }

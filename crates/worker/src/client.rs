@@ -55,13 +55,17 @@ pub struct Client {
 
 impl Client {
     pub fn new(dependency: &'static str, base_url: &str, config: &Config) -> Result<Self, String> {
-        let url = reqwest::Url::parse(base_url)
-            .map_err(|err| format!("{}_URL={base_url:?}: {err}", dependency.to_uppercase()))?;
-        if !matches!(url.scheme(), "http") {
+        let name = dependency.to_uppercase();
+        let url: Uri = base_url
+            .parse()
+            .map_err(|err| format!("{name}_URL={base_url:?}: {err}"))?;
+        if url.scheme_str() != Some("http") {
             return Err(format!(
-                "{}_URL={base_url:?}: only http:// is supported",
-                dependency.to_uppercase()
+                "{name}_URL={base_url:?}: only http:// is supported"
             ));
+        }
+        if url.host().is_none_or(str::is_empty) {
+            return Err(format!("{name}_URL={base_url:?}: no host"));
         }
         Ok(Client {
             dependency,

@@ -259,3 +259,10 @@ impl Backoff {
         self.next = Self::FIRST.min(self.max);
     }
 }
+
+/// What the `worker` binary does; its `main.rs` only calls this. Here, the
+/// service's code is compiled once, with the library (instantiated in the
+/// binary, the generic `dockercoins::main` compiled it a second time there).
+pub fn main() -> std::process::ExitCode {
+    dockercoins::main("worker", ABOUT, run)
+}

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    dockercoins::main("worker", worker::ABOUT, worker::run)
+    worker::main()
 }
