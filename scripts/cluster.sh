@@ -165,10 +165,10 @@ on_manager() {
   find_manager
   docker exec "$MANAGER_NOW" "$@"
 }
-# Prints a command (as run on this machine), then runs it.
+# Prints a command (as run on this machine), then runs it (its output hidden).
 run() {
   echo "+ $*"
-  "$@"
+  "$@" >/dev/null
 }
 
 # --- the node image ----------------------------------------------------------------
@@ -330,7 +330,7 @@ cmd_up() {
   if [[ "$PUSH" == 1 ]]; then
     log "scripts/push.sh on $MANAGER"
     docker exec -w /dockercoins -e TAG="$TAG" -e BUILD=never "$MANAGER" scripts/push.sh | sed 's/^/  /'
-    log "every node pulls 127.0.0.1:5000/{${SERVICES[*]// /,}}:$TAG once (tasks start on any node while $MANAGER is down)"
+    log "every node pulls 127.0.0.1:5000/{$(IFS=,; echo "${SERVICES[*]}")}:$TAG once (tasks start on any node while $MANAGER is down)"
     pids=()
     for i in $(seq 2 "$N"); do
       for svc in "${SERVICES[@]}"; do
@@ -419,13 +419,13 @@ running() { [[ "$(docker container inspect -f '{{.State.Running}}' "$1" 2>/dev/n
 cmd_drain() {
   target_node
   find_manager
-  run docker exec "$MANAGER_NOW" docker node update --availability drain "$TARGET" >/dev/null
+  run docker exec "$MANAGER_NOW" docker node update --availability drain "$TARGET"
   log "$TARGET drained: its tasks stop, the replicated ones start elsewhere, global ones are not replaced"
 }
 cmd_activate() {
   target_node
   find_manager
-  run docker exec "$MANAGER_NOW" docker node update --availability active "$TARGET" >/dev/null
+  run docker exec "$MANAGER_NOW" docker node update --availability active "$TARGET"
   log "$TARGET active: global services come back on it, new tasks may land on it (running ones are not moved back)"
 }
 cmd_kill() {
@@ -433,13 +433,13 @@ cmd_kill() {
   running "$TARGET" || die "$TARGET is not running"
   docker volume inspect "$TARGET-engine" >/dev/null 2>&1 ||
     log "warning: $TARGET keeps its engine state on a tmpfs: started again, it boots blank (NODE_STORAGE=volume keeps it)"
-  run docker kill "$TARGET" >/dev/null
+  run docker kill "$TARGET"
   log "$TARGET is off (a power cut); '$0 start $TARGET' boots it"
 }
 cmd_start() {
   target_node
   running "$TARGET" && die "$TARGET is running already"
-  run docker start "$TARGET" >/dev/null
+  run docker start "$TARGET"
   wait_engine "$TARGET"
   log "$TARGET's engine is up; it rejoins the swarm by itself (docker node ls on a manager: Ready)"
 }
