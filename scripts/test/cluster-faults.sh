@@ -229,15 +229,29 @@ rebalance() { # node
 
 # --- the sampler (inside the redis container) and the web UI probe ------------------------------
 
-# One sample: redis's clock, hashes, and each worker's report (units, time), read at once.
+# One sample: redis's clock, hashes, and each worker's report (units, time, the
+# process that wrote it, its rng answers by instance), read at once. A worker's
+# report key is per name (worker-<slot>-<node>), which a later task may reuse;
+# the process is the one whose dockercoins:batch:<name>:<process> key was
+# written last (the one with the longest time to live left).
 # shellcheck disable=SC2016
 SAMPLE_LUA='local t = redis.call("TIME")
 local out = {t = tonumber(t[1]) + tonumber(t[2]) / 1000000, h = tonumber(redis.call("GET", "hashes") or "0"), w = {}}
+local procs = {}
+for _, k in ipairs(redis.call("KEYS", "dockercoins:batch:*")) do
+  local name, proc = string.match(k, "^dockercoins:batch:(.+):([^:]+)$")
+  if name then
+    local ttl = redis.call("PTTL", k)
+    if procs[name] == nil or ttl > procs[name][2] then procs[name] = {proc, ttl} end
+  end
+end
 for _, k in ipairs(redis.call("KEYS", "dockercoins:report:*")) do
   local v = redis.call("GET", k)
   if v then
     local ok, r = pcall(cjson.decode, v)
-    if ok and r.instance then out.w[r.instance] = {r.units, r.time} end
+    if ok and r.instance then
+      out.w[r.instance .. "/" .. (procs[r.instance] and procs[r.instance][1] or "?")] = {r.units, r.time, r.rng}
+    end
   end
 end
 return cjson.encode(out)'
@@ -291,8 +305,8 @@ rate() {
       else (($s[-1].h - $s[0].h) / ($s[-1].t - $s[0].t) * 10 | round / 10 | tostring) end'
 }
 # Accounting between two times: {"counted": hashes gained, "reported": units the
-# workers' reports gained (a smaller number than before: a new process of the same
-# name, counted from 0), "samples": n}.
+# workers' reports gained, each worker process counted from its value at $1 (0 for
+# a process started later), "samples": n}.
 accounting() {
   samples | jq -cs --argjson a "$1" --argjson b "$2" '
     [.[] | select(.t <= $b)] as $s
@@ -317,7 +331,7 @@ unflushed_at_kill() {
   samples | jq -cs --arg node "$1" --argjson k "$2" --argjson w "$RATE_SECONDS" '
     ([.[] | select(.t > $k)] | first) as $after
     | ([.[] | select(.t <= $k - $w)] | last) as $before
-    | [($after.w // {}) | to_entries[] | select(.key | test("^worker-[0-9]+-" + $node + "$"))
+    | [($after.w // {}) | to_entries[] | select(.key | test("^worker-[0-9]+-" + $node + "/"))
        | {gap: ($k - .value[1]),
           rate: ((.value[0] - (($before.w // {})[.key][0] // .value[0])) / $w)}] as $ws
     | {workers: ($ws | length), max_gap: ([$ws[].gap] | max // 0 | . * 100 | round / 100),
@@ -336,6 +350,26 @@ stopped_workers_summary() {
     fi
   done
   echo "$count $done $counted"
+}
+
+# The rng instances that answered the workers over the last 3 s of samples, sorted.
+rng_serving() {
+  tail -n 8 "$SAMPLES" | jq -cR 'fromjson? | select(type == "object" and .t != null)' 2>/dev/null | tail -n 4 | jq -rs '
+    (.[0].w // {}) as $a | (.[-1].w // {}) as $b
+    | [$b | to_entries[] | .key as $k | (.value[2] // {}) | to_entries[]
+       | select(.value > (($a[$k][2] // {})[.key] // 0)) | .key] | unique | .[]' 2>/dev/null | sort -V | xargs
+}
+all_rng_serving() {
+  [[ "$(rng_serving)" == "$(for i in $(seq 1 "$NODES"); do echo "rng-$(node "$i")"; done | xargs)" ]]
+}
+# The units a node's workers did after $2 that were counted by $3: the
+# increase of the reports of the worker processes that ran there at $2.
+node_workers_counted() { # node t0 t1
+  samples | jq -s --arg node "$1" --argjson a "$2" --argjson b "$3" '
+    ([.[] | select(.t <= $a)] | .[-1].w // {}) as $start
+    | ([.[] | select(.t <= $b)] | .[-1].w // {}) as $fin
+    | [$start | to_entries[] | select(.key | test("^worker-[0-9]+-" + $node + "/"))
+       | (($fin[.key][0] // .value[0]) - .value[0])] | add // 0'
 }
 
 # --- reporting -------------------------------------------------------------------------------------
@@ -396,6 +430,15 @@ after_window() {
   a0="$(now)"
   sleep "$RATE_SECONDS"
   echo "$a0 $(now)"
+}
+# Every rng answering the workers again (in their reports), timed from $1.
+rng_back() {
+  if wait_for "$WAIT_SECONDS" all_rng_serving >/dev/null; then
+    conv+=", every rng answering $(since "$1") s after"
+    pass "the workers get answers from the $NODES rng again, $(since "$1") s after"
+  else
+    fail "the workers get answers from the $NODES rng within $WAIT_SECONDS s (only: $(rng_serving))"
+  fi
 }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 
@@ -491,6 +534,7 @@ if wait_for "$WAIT_SECONDS" healthy >/dev/null; then
 else
   fail "activate: rng on $NODES nodes within $WAIT_SECONDS s"
 fi
+rng_back "$t1"
 ROW[drain.converge]="$conv"
 rebalance "$WORKER_NODE" || fail "rebalancing the workers onto $WORKER_NODE"
 read -r a0 a1 <<<"$(after_window)"
@@ -535,6 +579,7 @@ if wait_for "$WAIT_SECONDS" healthy >/dev/null; then
 else
   fail "$WORKER_NODE Ready with its rng within $WAIT_SECONDS s"
 fi
+rng_back "$t1"
 ROW[kill.converge]="$conv"
 rebalance "$WORKER_NODE" || fail "rebalancing the workers onto $WORKER_NODE"
 read -r a0 a1 <<<"$(after_window)"
@@ -592,6 +637,7 @@ if wait_for "$WAIT_SECONDS" healthy >/dev/null; then
 else
   fail "$old_leader Ready again within $WAIT_SECONDS s"
 fi
+rng_back "$t1"
 ROW[leader.converge]="$conv"
 rebalance "$old_leader" || fail "rebalancing the workers onto $old_leader"
 read -r a0 a1 <<<"$(after_window)"
@@ -608,7 +654,8 @@ for i in $(seq 1 "$MANAGER_COUNT"); do
   n="$(node "$i")"
   if [[ "$n" != "$lead" && "$n" != "$REDIS_NODE" ]]; then cut_node="$n"; break; fi
 done
-log "fault 4: scripts/cluster.sh cut $cut_node (leader: $lead, $(workers_on "$cut_node") workers on it), heal after $PARTITION_SECONDS s"
+cut_workers="$(workers_on "$cut_node")"
+log "fault 4: scripts/cluster.sh cut $cut_node (leader: $lead, $cut_workers workers on it), heal after $PARTITION_SECONDS s"
 MGR="$lead"
 b0="$a0"
 t0="$(now)"
@@ -639,13 +686,13 @@ if wait_for "$WAIT_SECONDS" healthy >/dev/null; then
 else
   fail "$cut_node Ready and the stack converged within $WAIT_SECONDS s"
 fi
+rng_back "$t1"
 ROW[cut.converge]="$conv"
 read -r a0 a1 <<<"$(after_window)"
 fault_figures cut "$b0" "$t0" "$t1" "$a0" "$a1"
-read -r n_stopped done_stopped counted_stopped <<<"$(stopped_workers_summary "$cut_node")"
-ROW[cut.note]="workers of $cut_node stopped after the heal (replaced meanwhile): $n_stopped, $done_stopped units done, $counted_stopped counted (over their life)"
-check "the workers $cut_node stopped after the heal counted all they did ($done_stopped done, $counted_stopped counted)" \
-  test "$done_stopped" -eq "$counted_stopped"
+cut_counted="$(node_workers_counted "$cut_node" "$t0" "$a1")"
+ROW[cut.note]="units the $cut_workers workers on $cut_node did after the cut, counted once they reached redis again: $cut_counted"
+check "the workers cut off on $cut_node kept mining, and it was counted after the heal ($cut_counted units)" test "$cut_counted" -gt 0
 
 # --- 5. drain the redis node, activate it ----------------------------------------------------------------------
 
@@ -683,6 +730,7 @@ if wait_for "$WAIT_SECONDS" healthy >/dev/null; then
 else
   fail "the stack converged within $WAIT_SECONDS s of the activate"
 fi
+rng_back "$t1"
 ROW[redis.converge]="$conv"
 read -r a0 a1 <<<"$(after_window)"
 fault_figures redis "$b0" "$t0" "$t1" "$a0" "$a1"
