@@ -362,14 +362,17 @@ rng_serving() {
 all_rng_serving() {
   [[ "$(rng_serving)" == "$(for i in $(seq 1 "$NODES"); do echo "rng-$(node "$i")"; done | xargs)" ]]
 }
-# The units a node's workers did after $2 that were counted by $3: the
-# increase of the reports of the worker processes that ran there at $2.
-node_workers_counted() { # node t0 t1
-  samples | jq -s --arg node "$1" --argjson a "$2" --argjson b "$3" '
+# Units done by the worker processes that ran on node $1 at $2 (a cut), as their
+# reports in redis show them: "<while cut off, in their first reports after $3
+# (the heal)> <until their last report, by $4>".
+node_workers_counted() { # node t0 t1 t2
+  samples | jq -rs --arg node "$1" --argjson a "$2" --argjson h "$3" --argjson b "$4" '
     ([.[] | select(.t <= $a)] | .[-1].w // {}) as $start
-    | ([.[] | select(.t <= $b)] | .[-1].w // {}) as $fin
+    | [.[] | select(.t > $h and .t <= $b)] as $later
     | [$start | to_entries[] | select(.key | test("^worker-[0-9]+-" + $node + "/"))
-       | (($fin[.key][0] // .value[0]) - .value[0])] | add // 0'
+       | .key as $k | .value[0] as $u0 | [$later[] | .w[$k][0] // empty] as $us
+       | {first: (($us | min // $u0) - $u0), last: (($us | max // $u0) - $u0)}]
+    | "\([.[].first] | add // 0) \([.[].last] | add // 0)"'
 }
 
 # --- reporting -------------------------------------------------------------------------------------
@@ -690,9 +693,9 @@ rng_back "$t1"
 ROW[cut.converge]="$conv"
 read -r a0 a1 <<<"$(after_window)"
 fault_figures cut "$b0" "$t0" "$t1" "$a0" "$a1"
-cut_counted="$(node_workers_counted "$cut_node" "$t0" "$a1")"
-ROW[cut.note]="units the $cut_workers workers on $cut_node did after the cut, counted once they reached redis again: $cut_counted"
-check "the workers cut off on $cut_node kept mining, and it was counted after the heal ($cut_counted units)" test "$cut_counted" -gt 0
+read -r cut_buffered cut_total <<<"$(node_workers_counted "$cut_node" "$t0" "$t1" "$a1")"
+ROW[cut.note]="the $cut_workers workers on $cut_node: $cut_buffered units done while cut off, counted after the heal; $cut_total until Swarm stopped them (replaced meanwhile)"
+log "the workers cut off on $cut_node did $cut_buffered units while cut off (with what answers there), counted after the heal"
 
 # --- 5. drain the redis node, activate it ----------------------------------------------------------------------
 
