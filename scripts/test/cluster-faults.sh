@@ -352,6 +352,24 @@ stopped_workers_summary() {
   echo "$count $done $counted"
 }
 
+# The last flushes of the workers of node $1 that stopped after $2 (container ids
+# exited before: $3) which no sample shows: counted in redis, but their reports
+# (10 s) expired before the next sample, e.g. when redis stopped with them.
+# Each one's last log line says how much redis counted in all; less the last
+# report of its name that a sample saw.
+unseen_final_flushes() { # node t ids-exited-before
+  local n="$1" cid name counted seen sum=0
+  for cid in $(docker exec "$n" docker ps -aq --filter "label=com.docker.swarm.service.name=${STACK}_worker" --filter status=exited); do
+    [[ " $3 " != *" $cid "* ]] || continue
+    counted="$(docker exec "$n" docker logs "$cid" 2>&1 | grep -o '[0-9]* counted in redis' | tail -n 1 | cut -d' ' -f1)" || true
+    [[ -n "$counted" ]] || continue
+    name="$(docker exec "$n" docker inspect -f '{{.Config.Hostname}}' "$cid")"
+    seen="$(samples | jq -s --arg i "$name/" '[.[] | .w | to_entries[] | select(.key | startswith($i)) | .value[0]] | last // 0')"
+    ((counted <= seen)) || sum=$((sum + counted - seen))
+  done
+  echo "$sum"
+}
+
 # The rng instances that answered the workers over the last 3 s of samples, sorted.
 rng_serving() {
   tail -n 8 "$SAMPLES" | jq -cR 'fromjson? | select(type == "object" and .t != null)' 2>/dev/null | tail -n 4 | jq -rs '
@@ -414,14 +432,15 @@ abort() {
   finish
 }
 # Rates and accounting of a fault: before [b0, t0], during [t0, t1], after [a0, a1].
-fault_figures() { # fault b0 t0 t1 a0 a1
+fault_figures() { # fault b0 t0 t1 a0 a1 [units counted that no sampled report shows]
   local f="$1" acc
   ROW[$f.before]="$(rate "$2" "$3")"
   ROW[$f.during]="$(rate "$3" "$4")"
   ROW[$f.after]="$(rate "$5" "$6")"
   ROW[$f.webui]="$(availability "$3" "$4")"
-  acc="$(accounting "$3" "$6")"
+  acc="$(accounting "$3" "$6" | jq -c --argjson x "${7:-0}" '.reported += $x')"
   ROW[$f.account]="$(accounting_line "$acc") (from the fault to the end of the after window)"
+  [[ -z "${7:-}" ]] || ROW[$f.account]+="; of the units reported, $7 are final flushes of stopped workers, from their logs"
   check "$f: rate before ${ROW[$f.before]} hashes/s ($RATE_MIN..$RATE_MAX)" between "${ROW[$f.before]}" "$RATE_MIN" "$RATE_MAX"
   check "$f: rate after ${ROW[$f.after]} hashes/s ($RATE_MIN..$RATE_MAX)" between "${ROW[$f.after]}" "$RATE_MIN" "$RATE_MAX"
   check "$f: every unit the workers reported was counted ($(accounting_line "$acc"), within $ACCOUNT_TOLERANCE)" accounting_ok "$acc"
@@ -702,6 +721,7 @@ log "the workers cut off on $cut_node did $cut_buffered units while cut off (wit
 log "fault 5: scripts/cluster.sh drain $REDIS_NODE (redis), activate after $HOLD_SECONDS s"
 b0="$a0"
 before_stop="$(stopped_workers_summary "$REDIS_NODE")"
+exited_before="$(docker exec "$REDIS_NODE" docker ps -aq --filter "label=com.docker.swarm.service.name=${STACK}_worker" --filter status=exited | xargs)"
 t0="$(now)"
 "$CLUSTER" drain "$REDIS_NODE" | sed 's/^/    /'
 no_redis() { [[ "$(count_running redis)" -eq 0 ]]; }
@@ -736,7 +756,7 @@ fi
 rng_back "$t1"
 ROW[redis.converge]="$conv"
 read -r a0 a1 <<<"$(after_window)"
-fault_figures redis "$b0" "$t0" "$t1" "$a0" "$a1"
+fault_figures redis "$b0" "$t0" "$t1" "$a0" "$a1" "$(unseen_final_flushes "$REDIS_NODE" "$t0" "$exited_before")"
 # The outage as the samples see it: the last one before redis stopped, the first after it was back.
 gap="$(samples | jq -cs --argjson a "$t1" '
   ([.[] | select(.t < $a)] | .[-1]) as $x | ([.[] | select(.t > $a)] | .[0]) as $y
