@@ -761,8 +761,7 @@ fault_figures redis "$b0" "$t0" "$t1" "$a0" "$a1" "$(unseen_final_flushes "$REDI
 gap="$(samples | jq -cs --argjson a "$t1" '
   ([.[] | select(.t < $a)] | .[-1]) as $x | ([.[] | select(.t > $a)] | .[0]) as $y
   | {from: $x.t, to: $y.t, seconds: ($y.t - $x.t | . * 10 | round / 10), catch_up: ($y.h - $x.h)}')"
-gap_acc="$(accounting "$(jq -r .from <<<"$gap")" "$(jq -r .to <<<"$gap")")"
-ROW[redis.during]="nothing counted for $(jq -r .seconds <<<"$gap") s; the workers kept mining at $(jq -rn --argjson g "$gap" --argjson a "$gap_acc" '$a.reported / $g.seconds * 10 | round / 10')/s, counted at once when redis was back (+$(jq -r .catch_up <<<"$gap"))"
+ROW[redis.during]="nothing counted for $(jq -r .seconds <<<"$gap") s (+$(jq -r .catch_up <<<"$gap") in the first sample after redis was back)"
 read -r n0 done0 counted0 <<<"$before_stop"
 read -r n_stopped done_stopped counted_stopped <<<"$(stopped_workers_summary "$REDIS_NODE")"
 n_stopped=$((n_stopped - n0))
