@@ -3,10 +3,25 @@
 # Docker engine, to rehearse the workshop's Swarm chapter (global rng really
 # multiplies the speed: one rng per node).
 #
-#   scripts/cluster.sh up [N]       start N nodes (default 3): node1 manager, the others workers
+#   scripts/cluster.sh up [N]       start N nodes (default 3): node1..node$MANAGERS managers, the others workers
 #   scripts/cluster.sh status       the nodes, the registry's catalog, the services
-#   scripts/cluster.sh down         remove every container and network `up` made
+#   scripts/cluster.sh down         remove every container, network and volume `up` made
 #   scripts/cluster.sh image        only build the node image (`up` does it when missing)
+#
+# Faults to rehearse the node-management and high-availability lessons (NODE is
+# a node's name, e.g. node2, or its number, e.g. 2); each prints the Docker
+# commands it runs (docs/node-failures.md):
+#   scripts/cluster.sh drain NODE      docker node update --availability drain: its tasks move elsewhere
+#   scripts/cluster.sh activate NODE   docker node update --availability active: it takes tasks again
+#   scripts/cluster.sh kill NODE       docker kill of the node's container: a power cut
+#   scripts/cluster.sh start NODE      docker start of it: the machine boots, its engine rejoins
+#   scripts/cluster.sh cut NODE        iptables in the node's namespace drops its traffic with the other nodes
+#   scripts/cluster.sh heal NODE       removes those rules
+#   scripts/cluster.sh leader          prints the Raft leader's name
+#   scripts/cluster.sh kill-leader     kill of the leader's container (then `start` it)
+# A node that is killed and started again keeps its engine's state (swarm
+# membership, images, volumes such as Redis's) only with NODE_STORAGE=volume;
+# with tmpfs it boots blank and cannot rejoin as itself.
 #
 # What `up` makes:
 #   - a bridge network $CLUSTER_NETWORK with a fixed subnet ($CLUSTER_SUBNET);
@@ -15,10 +30,17 @@
 #     machine's ports: reach a node by its address, e.g. http://10.213.0.11:8000/.
 #   - the node image $NODE_IMAGE (Debian's docker.io, made offline with
 #     debootstrap, cached in $CACHE_DIR and kept by `down`);
-#   - a Swarm: `swarm init` on node1, `swarm join` on the others;
+#   - each node's engine state (/var/lib/docker) on a tmpfs (NODE_STORAGE=tmpfs,
+#     gone when the node stops) or on a Docker volume <node>-engine (NODE_STORAGE=volume,
+#     kept across `kill` and `start`, removed by `down`);
+#   - a Swarm: `swarm init` on node1, `swarm join` on the others, as managers up to
+#     node$MANAGERS (MANAGERS=3: a Raft quorum of 2 out of 3 survives the loss of one);
 #   - a registry on node1 (a plain container, `-p 5000:5000`), and on every other
 #     node a forwarder from its 127.0.0.1:5000 to node1's registry, so that
-#     127.0.0.1:5000/<service>:<tag>, the names stack.yaml uses, pull on every node.
+#     127.0.0.1:5000/<service>:<tag>, the names stack.yaml uses, pull on every node;
+#     every node pulls them once during `up`, so that a task can still start on
+#     any node while node1 (the registry) is down: the engine falls back to the
+#     image it has when a pull fails.
 #     (Swarm's routing mesh, which makes the workshop's `--publish 5000:5000`
 #     registry answer on every node, needs IPVS, which this kernel lacks.)
 #   - our four images (dockercoins/<service>:$TAG, built by Compose) loaded into
@@ -32,8 +54,10 @@
 #   docker exec -it -w /dockercoins node1 bash
 # is the attendee's shell on node1, where the chapter's commands run unchanged.
 #
-# Usage: scripts/cluster.sh up|down|status|image [N]
-# Env:   CLUSTER_NETWORK  bridge network (default dockercoins-cluster)
+# Usage: scripts/cluster.sh up [N] | down | status | image | drain|activate|kill|start|cut|heal NODE | leader | kill-leader
+# Env:   MANAGERS         how many of the nodes are managers, node1 first (default 1; 3 for a Raft quorum)
+#        NODE_STORAGE     tmpfs or volume: where each node's engine keeps its state (default tmpfs)
+#        CLUSTER_NETWORK  bridge network (default dockercoins-cluster)
 #        CLUSTER_SUBNET   its subnet, a /24 (default 10.213.0.0/24)
 #        NODE_PREFIX      node names, <prefix><i> (default node)
 #        NODE_IMAGE       node image (default dockercoins-node:bookworm-1)
@@ -47,7 +71,7 @@
 #        WAIT_SECONDS     longest wait for an engine or the registry (default 90)
 set -euo pipefail
 
-usage() { echo "usage: $0 up|down|status|image [N]   (N nodes, default 3; see the header for env)"; }
+usage() { echo "usage: $0 up [N] | down | status | image | drain|activate|kill|start|cut|heal NODE | leader | kill-leader   (N nodes, default 3; see the header for env)"; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CLUSTER_NETWORK="${CLUSTER_NETWORK:-dockercoins-cluster}"
@@ -63,6 +87,8 @@ DOCKER_CLIENT="${DOCKER_CLIENT:-$(command -v docker || true)}"
 REDIS_IMAGE="${REDIS_IMAGE:-redis:7}"
 REGISTRY_IMAGE="${REGISTRY_IMAGE:-registry:2}"
 WAIT_SECONDS="${WAIT_SECONDS:-90}"
+MANAGERS="${MANAGERS:-1}"
+NODE_STORAGE="${NODE_STORAGE:-tmpfs}"
 SERVICES=(hasher rng webui worker)
 # Every container and network this script makes carries this label.
 LABEL="org.dockercoins.cluster=$CLUSTER_NETWORK"
@@ -73,14 +99,27 @@ log() { echo "cluster: $*"; }
 die() { echo "cluster: $*" >&2; exit 1; }
 
 command="${1:-}"
-N="${2:-3}"
+N=3
+TARGET=""
 case "$command" in
   -h | --help) usage; exit 0 ;;
-  up | down | status | image) ;;
+  up)
+    [[ $# -le 2 ]] || { usage >&2; exit 2; }
+    N="${2:-3}"
+    [[ "$N" =~ ^[1-9][0-9]?$ ]] || die "N must be a number of nodes from 1 to 99 (got '$N')"
+    [[ "$MANAGERS" =~ ^[1-9][0-9]?$ && "$MANAGERS" -le "$N" ]] || die "MANAGERS must be a number from 1 to N=$N (got '$MANAGERS')"
+    case "$NODE_STORAGE" in
+      tmpfs | volume) ;;
+      *) die "NODE_STORAGE must be tmpfs or volume (got '$NODE_STORAGE')" ;;
+    esac
+    ;;
+  down | status | image | leader | kill-leader) [[ $# -eq 1 ]] || { usage >&2; exit 2; } ;;
+  drain | activate | kill | start | cut | heal)
+    [[ $# -eq 2 ]] || { usage >&2; exit 2; }
+    TARGET="$2"
+    ;;
   *) usage >&2; exit 2 ;;
 esac
-[[ $# -le 2 ]] || { usage >&2; exit 2; }
-[[ "$N" =~ ^[1-9][0-9]?$ ]] || die "N must be a number of nodes from 1 to 99 (got '$N')"
 case "$BUILD" in
   auto | always | never) ;;
   *) die "BUILD must be auto, always or never (got '$BUILD')" ;;
@@ -92,6 +131,7 @@ node_name() { echo "$NODE_PREFIX$1"; }
 node_ip() { echo "$NET_PREFIX.$((10 + $1))"; }
 MANAGER="$(node_name 1)"
 MANAGER_IP="$(node_ip 1)"
+[[ -z "$TARGET" || ! "$TARGET" =~ ^[0-9]+$ ]] || TARGET="$(node_name "$TARGET")"
 
 command -v docker >/dev/null || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "cannot talk to the Docker engine; is dockerd running?"
@@ -101,7 +141,35 @@ our_nodes() {
   docker ps -a --filter "label=$LABEL" --format '{{.Names}}' | sort -V
 }
 network_exists() { docker network inspect "$CLUSTER_NETWORK" >/dev/null 2>&1; }
-on_manager() { docker exec "$MANAGER" "$@"; }
+our_volumes() {
+  docker volume ls -q --filter "label=$LABEL" | sort -V
+}
+# The running manager nodes (the containers carry their role), node1 first.
+our_managers() {
+  docker ps --filter "label=$LABEL" --filter "label=org.dockercoins.cluster.role=manager" --format '{{.Names}}' | sort -V
+}
+# The first manager whose engine answers as a manager (node1 unless it is down).
+MANAGER_NOW=""
+find_manager() {
+  local node
+  [[ -z "$MANAGER_NOW" ]] || return 0
+  for node in $(our_managers); do
+    if timeout 10 docker exec "$node" docker node ls -q >/dev/null 2>&1; then
+      MANAGER_NOW="$node"
+      return 0
+    fi
+  done
+  die "no manager answers (a Raft quorum needs more than half of the managers up); see '$0 status'"
+}
+on_manager() {
+  find_manager
+  docker exec "$MANAGER_NOW" "$@"
+}
+# Prints a command (as run on this machine), then runs it (its output hidden).
+run() {
+  echo "+ $*"
+  "$@" >/dev/null
+}
 
 # --- the node image ----------------------------------------------------------------
 
@@ -165,8 +233,8 @@ copy_images() { # node image...
 cmd_image() { build_node_image; log "node image $NODE_IMAGE is ready"; }
 
 cmd_up() {
-  local t0 i node ip img missing=() pids=() token deadline forward images
-  if [[ -n "$(our_nodes)" ]] || network_exists; then
+  local t0 i node ip img missing=() pids=() token mtoken deadline forward images storage role svc
+  if [[ -n "$(our_nodes)" ]] || network_exists || [[ -n "$(our_volumes)" ]]; then
     die "a cluster is up already ($(our_nodes | xargs) on $CLUSTER_NETWORK); see '$0 status', or '$0 down' first"
   fi
   for i in $(seq 1 "$N"); do
@@ -201,14 +269,22 @@ cmd_up() {
     ip="$(node_ip "$i")"
     forward=()
     ((i == 1)) || forward=(-e "REGISTRY_FORWARD=$MANAGER_IP:5000")
-    log "$node at $ip"
+    role=worker
+    ((i > MANAGERS)) || role=manager
+    if [[ "$NODE_STORAGE" == volume ]]; then
+      docker volume create --label "$LABEL" "$node-engine" >/dev/null
+      storage=(-v "$node-engine:/var/lib/docker")
+    else
+      storage=(--tmpfs /var/lib/docker:exec)
+    fi
+    log "$node at $ip ($role, engine state on ${NODE_STORAGE})"
     # No --privileged (one capability is outside this machine's bounding set):
     # every capability but SYS_RESOURCE, no seccomp/AppArmor profile, and the
     # cgroup hierarchy writable, which the node's engine needs for its containers.
-    docker run -d --name "$node" --hostname "$node" --label "$LABEL" --init \
+    docker run -d --name "$node" --hostname "$node" --label "$LABEL" --label "org.dockercoins.cluster.role=$role" --init \
       --cap-add ALL --cap-drop SYS_RESOURCE \
       --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-      --tmpfs /var/lib/docker:exec -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
+      "${storage[@]}" --tmpfs /run -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
       -v "$ROOT:/dockercoins:ro" -v "$DOCKER_CLIENT:/usr/local/bin/docker:ro" \
       --network "$CLUSTER_NETWORK" --ip "$ip" "${forward[@]}" \
       "$NODE_IMAGE" >/dev/null
@@ -216,10 +292,16 @@ cmd_up() {
   for i in $(seq 1 "$N"); do wait_engine "$(node_name "$i")"; done
   log "engines up after $((SECONDS - t0)) s"
 
-  log "swarm init on $MANAGER; $((N - 1)) worker(s) join"
-  on_manager docker swarm init --advertise-addr "$MANAGER_IP" >/dev/null
-  token="$(on_manager docker swarm join-token -q worker)"
-  for i in $(seq 2 "$N"); do
+  log "swarm init on $MANAGER; $((MANAGERS - 1)) manager(s) and $((N - MANAGERS)) worker(s) join"
+  docker exec "$MANAGER" docker swarm init --advertise-addr "$MANAGER_IP" >/dev/null
+  token="$(docker exec "$MANAGER" docker swarm join-token -q worker)"
+  mtoken="$(docker exec "$MANAGER" docker swarm join-token -q manager)"
+  # Managers join one at a time (each join is a Raft membership change).
+  for i in $(seq 2 "$MANAGERS"); do
+    docker exec "$(node_name "$i")" docker swarm join --token "$mtoken" --advertise-addr "$(node_ip "$i")" "$MANAGER_IP:2377" >/dev/null ||
+      die "$(node_name "$i") could not join as a manager; see above, then '$0 down'"
+  done
+  for i in $(seq $((MANAGERS + 1)) "$N"); do
     docker exec "$(node_name "$i")" docker swarm join --token "$token" --advertise-addr "$(node_ip "$i")" "$MANAGER_IP:2377" >/dev/null &
     pids+=($!)
   done
@@ -236,7 +318,7 @@ cmd_up() {
   for pid in "${pids[@]}"; do wait "$pid" || die "joining the swarm or copying images failed; see above, then '$0 down'"; done
 
   log "registry on $MANAGER (127.0.0.1:5000 of every node reaches it)"
-  on_manager docker run -d --name registry --restart always -p 5000:5000 "$REGISTRY_IMAGE" >/dev/null
+  docker exec "$MANAGER" docker run -d --name registry --restart always -p 5000:5000 "$REGISTRY_IMAGE" >/dev/null
   for i in $(seq 1 "$N"); do
     node="$(node_name "$i")"
     deadline=$((SECONDS + WAIT_SECONDS))
@@ -248,9 +330,18 @@ cmd_up() {
   if [[ "$PUSH" == 1 ]]; then
     log "scripts/push.sh on $MANAGER"
     docker exec -w /dockercoins -e TAG="$TAG" -e BUILD=never "$MANAGER" scripts/push.sh | sed 's/^/  /'
+    log "every node pulls 127.0.0.1:5000/{$(IFS=,; echo "${SERVICES[*]}")}:$TAG once (tasks start on any node while $MANAGER is down)"
+    pids=()
+    for i in $(seq 2 "$N"); do
+      for svc in "${SERVICES[@]}"; do
+        docker exec "$(node_name "$i")" docker pull -q "127.0.0.1:5000/$svc:$TAG" >/dev/null &
+        pids+=($!)
+      done
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || die "a node could not pull our images from the registry; then '$0 down'"; done
   fi
   trap - EXIT
-  log "up in $((SECONDS - t0)) s: $N node(s), $MANAGER ($MANAGER_IP) manager"
+  log "up in $((SECONDS - t0)) s: $N node(s), manager(s) $(seq 1 "$MANAGERS" | while read -r i; do node_name "$i"; done | xargs)"
   cmd_status
   cat <<NEXT
 cluster: next, on the manager (the repository is at /dockercoins):
@@ -270,19 +361,20 @@ cmd_status() {
     network_exists && log "(network $CLUSTER_NETWORK is left over: '$0 down' removes it)"
     return 0
   fi
-  log "nodes: $nodes on $CLUSTER_NETWORK ($CLUSTER_SUBNET)"
-  if ! on_manager docker node ls 2>/dev/null; then
-    log "$MANAGER's engine is not a swarm manager (yet); see: docker logs $MANAGER"
+  log "nodes: $nodes on $CLUSTER_NETWORK ($CLUSTER_SUBNET); running: $(docker ps --filter "label=$LABEL" --format '{{.Names}}' | sort -V | xargs)"
+  if ! (find_manager 2>/dev/null) || ! on_manager docker node ls 2>/dev/null; then
+    log "no manager answers (yet); see: docker logs $MANAGER"
     return 0
   fi
-  echo "registry catalog: $(on_manager curl -fsS --max-time 3 http://127.0.0.1:5000/v2/_catalog 2>/dev/null || echo 'no answer')"
+  log "(answered by $MANAGER_NOW)"
+  echo "registry catalog: $(docker exec "$MANAGER" curl -fsS --max-time 3 http://127.0.0.1:5000/v2/_catalog 2>/dev/null || echo 'no answer')"
   on_manager docker service ls
 }
 
 # --- down ----------------------------------------------------------------------------------
 
 cmd_down() {
-  local nodes node cgroups=() id dir
+  local nodes node cgroups=() id dir volumes
   nodes="$(our_nodes | xargs)"
   if [[ -n "$nodes" ]]; then
     # The nodes' own containers have cgroups in this machine's hierarchy:
@@ -306,7 +398,102 @@ cmd_down() {
     log "removing network $CLUSTER_NETWORK"
     docker network rm "$CLUSTER_NETWORK" >/dev/null
   fi
+  volumes="$(our_volumes | xargs)"
+  if [[ -n "$volumes" ]]; then
+    log "removing volumes $volumes"
+    # shellcheck disable=SC2086
+    docker volume rm $volumes >/dev/null
+  fi
   log "down: nothing of the cluster is left (the node image $NODE_IMAGE stays, as a cache)"
 }
 
-"cmd_$command"
+
+# --- faults ----------------------------------------------------------------------------------
+
+target_node() {
+  docker container inspect -f '{{index .Config.Labels "org.dockercoins.cluster"}}' "$TARGET" 2>/dev/null |
+    grep -qx "$CLUSTER_NETWORK" || die "$TARGET is not a node of this cluster ($(our_nodes | xargs))"
+}
+running() { [[ "$(docker container inspect -f '{{.State.Running}}' "$1" 2>/dev/null)" == true ]]; }
+
+cmd_drain() {
+  target_node
+  find_manager
+  run docker exec "$MANAGER_NOW" docker node update --availability drain "$TARGET"
+  log "$TARGET drained: its tasks stop, the replicated ones start elsewhere, global ones are not replaced"
+}
+cmd_activate() {
+  target_node
+  find_manager
+  run docker exec "$MANAGER_NOW" docker node update --availability active "$TARGET"
+  log "$TARGET active: global services come back on it, new tasks may land on it (running ones are not moved back)"
+}
+cmd_kill() {
+  target_node
+  running "$TARGET" || die "$TARGET is not running"
+  docker volume inspect "$TARGET-engine" >/dev/null 2>&1 ||
+    log "warning: $TARGET keeps its engine state on a tmpfs: started again, it boots blank (NODE_STORAGE=volume keeps it)"
+  run docker kill "$TARGET"
+  log "$TARGET is off (a power cut); '$0 start $TARGET' boots it"
+}
+cmd_start() {
+  target_node
+  running "$TARGET" && die "$TARGET is running already"
+  run docker start "$TARGET"
+  wait_engine "$TARGET"
+  log "$TARGET's engine is up; it rejoins the swarm by itself (docker node ls on a manager: Ready)"
+}
+# The rules a cut adds in the node's own namespace: every packet from or to
+# another node is dropped (the overlay's VXLAN, Raft, gossip); this machine,
+# the network's gateway, still reaches it.
+cut_rules() { # -I|-D
+  local op="$1" i ip self
+  self="$(docker inspect -f "{{(index .NetworkSettings.Networks \"$CLUSTER_NETWORK\").IPAddress}}" "$TARGET")"
+  for i in $(our_nodes | sed "s/^$NODE_PREFIX//"); do
+    ip="$(node_ip "$i")"
+    [[ "$ip" != "$self" ]] || continue
+    if [[ "$op" == -I ]]; then
+      run docker exec "$TARGET" iptables -I INPUT -s "$ip" -j DROP
+      run docker exec "$TARGET" iptables -I OUTPUT -d "$ip" -j DROP
+    else
+      while docker exec "$TARGET" iptables -C INPUT -s "$ip" -j DROP 2>/dev/null; do
+        run docker exec "$TARGET" iptables -D INPUT -s "$ip" -j DROP
+      done
+      while docker exec "$TARGET" iptables -C OUTPUT -d "$ip" -j DROP 2>/dev/null; do
+        run docker exec "$TARGET" iptables -D OUTPUT -d "$ip" -j DROP
+      done
+    fi
+  done
+}
+cmd_cut() {
+  target_node
+  running "$TARGET" || die "$TARGET is not running"
+  cut_rules -I
+  log "$TARGET is cut off from the other nodes; '$0 heal $TARGET' joins it again"
+}
+cmd_heal() {
+  target_node
+  running "$TARGET" || die "$TARGET is not running"
+  cut_rules -D
+  log "$TARGET reaches the other nodes again"
+}
+leader_name() {
+  on_manager docker node ls --filter role=manager --format '{{.Hostname}} {{.ManagerStatus}}' | awk '$2 == "Leader" { print $1 }'
+}
+cmd_leader() {
+  local leader
+  leader="$(leader_name)"
+  [[ -n "$leader" ]] || die "no leader (yet): the managers are electing one, or too few are up"
+  echo "$leader"
+}
+cmd_kill_leader() {
+  local leader
+  find_manager
+  echo "+ docker exec $MANAGER_NOW docker node ls --filter role=manager   (the leader: MANAGER STATUS Leader)"
+  leader="$(leader_name)"
+  [[ -n "$leader" ]] || die "no leader (yet): the managers are electing one, or too few are up"
+  TARGET="$leader"
+  cmd_kill
+}
+
+"cmd_${command//-/_}"

@@ -7,14 +7,14 @@
 #
 # Usage: scripts/test.sh [SUITE...]     (default: all suites, in order)
 # Suites: lint rust native browser prometheus faults compose compose-faults compose-prometheus
-#         swarm cluster kubernetes multiarch
+#         swarm cluster cluster-faults kubernetes multiarch
 # Environment: SKIP="suite ..." skips suites; LOG_DIR keeps each suite's log
 # (default: a temporary directory, printed at the end).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-ALL_SUITES=(lint rust native browser prometheus faults compose compose-faults compose-prometheus swarm cluster kubernetes multiarch)
+ALL_SUITES=(lint rust native browser prometheus faults compose compose-faults compose-prometheus swarm cluster cluster-faults kubernetes multiarch)
 SKIP=${SKIP:-}
 LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/dockercoins-test.XXXXXX)}
 mkdir -p "$LOG_DIR"
@@ -43,7 +43,7 @@ install_packages() {
 }
 
 needs_docker() {
-    case " $* " in *" compose"* | *" swarm "* | *" cluster "* | *" kubernetes "* | *" multiarch "*) return 0 ;; esac
+    case " $* " in *" compose"* | *" swarm "* | *" cluster "* | *" cluster-faults "* | *" kubernetes "* | *" multiarch "*) return 0 ;; esac
     return 1
 }
 
@@ -83,6 +83,7 @@ suite_swarm() { scripts/test/swarm-e2e.sh; }
 suite_cluster() { scripts/test/cluster-e2e.sh; }
 suite_kubernetes() { scripts/test/kubernetes.sh; }
 suite_multiarch() { scripts/test/multiarch.sh; }
+suite_cluster-faults() { scripts/test/cluster-faults.sh; }
 
 passed=0
 failed=0

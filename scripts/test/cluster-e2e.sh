@@ -106,7 +106,7 @@ node_ip() { docker inspect -f "{{(index .NetworkSettings.Networks \"$CLUSTER_NET
 deploy() { # workers [extra stack files...]
   local workers="$1" output
   shift
-  if ! output="$(docker exec -w /dockercoins -e WORKERS="$workers" "$MANAGER" \
+  if ! output="$(docker exec -w /dockercoins -e WORKERS="$workers" -e TAG="$TAG" "$MANAGER" \
     docker stack deploy "${BASE_FILES[@]}" "$@" "$STACK" 2>&1)"; then
     echo "$output" >&2
     return 1
