@@ -323,7 +323,11 @@ fn date_and_time(unix: u64) -> [u8; 19] {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     let mut text = [0u8; 19];
     let mut cursor = io::Cursor::new(&mut text[..]);
@@ -341,7 +345,12 @@ fn date_and_time(unix: u64) -> [u8; 19] {
 /// The message with the characters that could steer a terminal escaped, as
 /// tracing's formatter escapes them.
 fn sanitize(message: &str, line: &mut Vec<u8>) {
-    let risky = |ch: char| matches!(ch, '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}');
+    let risky = |ch: char| {
+        matches!(
+            ch,
+            '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
+        )
+    };
     if !message.contains(risky) {
         line.extend_from_slice(message.as_bytes());
         return;
@@ -480,9 +489,15 @@ mod tests {
         for message in messages {
             for level in [Level::INFO, Level::DEBUG] {
                 let text = ours(ACCESS_TEXT, level, message);
-                assert_eq!(untimed(&text), untimed(&through_tracing(false, level, message)));
+                assert_eq!(
+                    untimed(&text),
+                    untimed(&through_tracing(false, level, message))
+                );
                 let json = ours(ACCESS_JSON, level, message);
-                assert_eq!(untimed(&json), untimed(&through_tracing(true, level, message)));
+                assert_eq!(
+                    untimed(&json),
+                    untimed(&through_tracing(true, level, message))
+                );
             }
         }
         let text = ours(ACCESS_TEXT, Level::INFO, "x");
@@ -499,12 +514,27 @@ mod tests {
                 second: None,
             };
             let now = UNIX_EPOCH + std::time::Duration::from_micros(secs * 1_000_000 + micros);
-            format_access(ACCESS_TEXT, Level::INFO, now, format_args!("m"), &mut buffers);
+            format_access(
+                ACCESS_TEXT,
+                Level::INFO,
+                now,
+                format_args!("m"),
+                &mut buffers,
+            );
             String::from_utf8(buffers.line).expect("UTF-8")
         };
-        assert_eq!(at(1_764_625_106, 829_618), "2025-12-01T21:38:26.829618Z  INFO access: m\n");
-        assert_eq!(at(951_782_400, 7), "2000-02-29T00:00:00.000007Z  INFO access: m\n");
-        assert_eq!(at(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z  INFO access: m\n");
+        assert_eq!(
+            at(1_764_625_106, 829_618),
+            "2025-12-01T21:38:26.829618Z  INFO access: m\n"
+        );
+        assert_eq!(
+            at(951_782_400, 7),
+            "2000-02-29T00:00:00.000007Z  INFO access: m\n"
+        );
+        assert_eq!(
+            at(4_107_542_399, 999_999),
+            "2100-02-28T23:59:59.999999Z  INFO access: m\n"
+        );
         assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z  INFO access: m\n");
     }
 }
