@@ -203,10 +203,12 @@ impl HttpRoute {
     /// The metrics of the route with this pattern.
     pub fn of(route: &str) -> &'static HttpRoute {
         HTTP_ROUTES_HERE.with(|here| {
-            if let Ok(here) = here.try_borrow() {
-                if let Some(found) = here.iter().find(|known| known.route == route) {
-                    return *found;
-                }
+            let known = here
+                .try_borrow()
+                .ok()
+                .and_then(|here| here.iter().find(|known| known.route == route).copied());
+            if let Some(found) = known {
+                return found;
             }
             let found = Self::shared(route);
             if let Ok(mut here) = here.try_borrow_mut() {
