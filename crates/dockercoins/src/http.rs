@@ -3,20 +3,26 @@
 //! request, an `X-Instance` header naming who answered, one-line reasons on
 //! 404 and 405, and a graceful stop bounded by `SHUTDOWN_TIMEOUT`.
 
+use std::convert::Infallible;
+use std::future::{Future, Ready};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Instant;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
+use axum::serve::{IncomingStream, Listener, ListenerExt};
 use tokio::net::TcpListener;
+use tower::Layer;
+use tower::Service as TowerService;
+use tracing::Level;
 
 use crate::redis::Redis;
-use crate::{Service, metrics};
+use crate::{Service, logging, metrics};
 
 /// The header by which rng and hasher (and every service) say who answered.
 pub const INSTANCE_HEADER: HeaderName = HeaderName::from_static("x-instance");
@@ -43,9 +49,17 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
 }
 
 /// Adds the operations endpoints and the per-request plumbing to a service's
-/// routes. Tests drive the result with `oneshot`.
+/// routes. Tests drive the result with `oneshot`; [`serve`] puts the same
+/// plumbing around the whole router instead, once per connection.
 pub fn with_ops(routes: Router, instance: &str, readiness: Readiness) -> Router {
-    let instance = HeaderValue::from_str(instance).unwrap_or(HeaderValue::from_static("unknown"));
+    routed(routes, readiness).layer(ObserveLayer {
+        instance: instance_header(instance),
+    })
+}
+
+/// The service's routes and the operations endpoints, each route marking its
+/// answers with its pattern for [`Observe`].
+fn routed(routes: Router, readiness: Readiness) -> Router {
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready).with_state(readiness))
@@ -53,8 +67,11 @@ pub fn with_ops(routes: Router, instance: &str, readiness: Readiness) -> Router 
     routes
         .merge(ops)
         .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(middleware::from_fn(remember_route))
-        .layer(middleware::from_fn_with_state(instance, observe))
+        .route_layer(MarkRouteLayer)
+}
+
+fn instance_header(instance: &str) -> HeaderValue {
+    HeaderValue::from_str(instance).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Serves `routes` (with [`with_ops`]) until the service's shutdown token is
@@ -67,18 +84,18 @@ pub async fn serve(service: Service, routes: Router, readiness: Readiness) -> Re
         shutdown,
         common,
     } = service;
-    let app = with_ops(routes, &instance, readiness);
+    let app = MakeObserve {
+        routes: routed(routes, readiness),
+        instance: instance_header(&instance),
+    };
     if let Ok(address) = listener.local_addr() {
         tracing::info!("listening on {address}");
     }
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(common.shutdown_timeout).await;
@@ -131,54 +148,266 @@ async fn ready(State(readiness): State<Readiness>) -> Response {
     }
 }
 
-/// Copies the route that matched into the response, for [`observe`]
-/// (the outer layer runs before routing, so it cannot see it on the request).
-async fn remember_route(matched: MatchedPath, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    response.extensions_mut().insert(matched);
-    response
+// --- the per-request plumbing ---------------------------------------------
+//
+// Plain tower services with futures of their own: no boxed future, no boxed
+// `Next`, no allocation of their own per request (axum's `from_fn` makes
+// several). The metric series are registered once per route, method and
+// status ([`metrics::HttpRoute`]); the access-log line is formatted only when
+// its level is on, straight into the log's queue ([`logging::access`]).
+
+/// Makes one [`Observe`] per connection, knowing its peer (instead of a
+/// `ConnectInfo` added to every request).
+#[derive(Clone)]
+struct MakeObserve {
+    routes: Router,
+    instance: HeaderValue,
 }
 
-/// One access-log line and the request metrics, per request.
-async fn observe(State(instance): State<HeaderValue>, request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let version = request.version();
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip().to_canonical().to_string())
-        .unwrap_or_else(|| "-".to_owned());
+impl<'a, L> TowerService<IncomingStream<'a, L>> for MakeObserve
+where
+    L: Listener<Addr = SocketAddr>,
+{
+    type Response = Observe<Router>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
 
-    let mut response = next.run(request).await;
-    response.headers_mut().insert(INSTANCE_HEADER, instance);
-
-    let elapsed = start.elapsed();
-    let status = response.status().as_u16();
-    let route = response
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    ::metrics::counter!(
-        "http_requests_total",
-        "route" => route.clone(), "method" => method_label(&method), "status" => status.to_string()
-    )
-    .increment(1);
-    ::metrics::histogram!("http_request_duration_seconds", "route" => route.clone())
-        .record(elapsed.as_secs_f64());
-    if OPS_ROUTES.contains(&route.as_str()) {
-        tracing::debug!(target: "access", "{peer} \"{method} {path} {version:?}\" {status} {elapsed:.1?}");
-    } else {
-        tracing::info!(target: "access", "{peer} \"{method} {path} {version:?}\" {status} {elapsed:.1?}");
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
-    response
+
+    fn call(&mut self, stream: IncomingStream<'a, L>) -> Self::Future {
+        std::future::ready(Ok(Observe {
+            inner: self.routes.clone(),
+            instance: self.instance.clone(),
+            peer: Some(*stream.remote_addr()),
+        }))
+    }
 }
 
-/// The method as a metrics label: the standard ones, and `other` for the rest,
-/// so that made-up methods cannot add series without end.
-fn method_label(method: &Method) -> &'static str {
+/// [`Observe`] as a layer, for [`with_ops`].
+#[derive(Clone)]
+struct ObserveLayer {
+    instance: HeaderValue,
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            instance: self.instance.clone(),
+            peer: None,
+        }
+    }
+}
+
+/// One access-log line and the request metrics, per request, and the
+/// `X-Instance` header on every answer.
+#[derive(Clone)]
+struct Observe<S> {
+    inner: S,
+    instance: HeaderValue,
+    /// The connection's peer; `None` under [`with_ops`], which looks for a
+    /// `ConnectInfo` instead.
+    peer: Option<SocketAddr>,
+}
+
+/// What the access-log line needs from the request, kept only when the line
+/// is on.
+struct Seen {
+    peer: Option<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    version: Version,
+}
+
+impl<S> TowerService<Request> for Observe<S>
+where
+    S: TowerService<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let start = Instant::now();
+        let method = method_index(request.method());
+        let seen = tracing::enabled!(target: "access", Level::INFO).then(|| Seen {
+            peer: self.peer.or_else(|| {
+                request
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|ConnectInfo(peer)| *peer)
+            }),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+        });
+        ObserveFuture {
+            inner: self.inner.call(request),
+            start,
+            method,
+            seen,
+            instance: Some(self.instance.clone()),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct ObserveFuture<F> {
+        #[pin]
+        inner: F,
+        start: Instant,
+        method: usize,
+        seen: Option<Seen>,
+        instance: Option<HeaderValue>,
+    }
+}
+
+impl<F> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
+        if let Some(instance) = this.instance.take() {
+            response.headers_mut().insert(INSTANCE_HEADER, instance);
+        }
+        let elapsed = this.start.elapsed();
+        let route = match response.extensions_mut().remove::<RouteMark>() {
+            Some(RouteMark(route)) => route,
+            None => metrics::HttpRoute::unmatched(),
+        };
+        let status = response.status();
+        route.record(*this.method, status.as_u16(), elapsed);
+        if let Some(seen) = this.seen.take() {
+            let line = AccessLine {
+                seen: &seen,
+                status,
+                elapsed,
+            };
+            if OPS_ROUTES.contains(&route.route()) {
+                if tracing::enabled!(target: "access", Level::DEBUG)
+                    && !logging::access(Level::DEBUG, format_args!("{line}"))
+                {
+                    tracing::debug!(target: "access", "{line}");
+                }
+            } else if !logging::access(Level::INFO, format_args!("{line}")) {
+                tracing::info!(target: "access", "{line}");
+            }
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The access-log line's message: the peer's address (IPv4 as such, not
+/// IPv4-mapped IPv6, `-` when unknown), the request line, the status, and
+/// how long the answer took: `127.0.0.1 "GET /32 HTTP/1.1" 200 102.3µs`.
+struct AccessLine<'a> {
+    seen: &'a Seen,
+    status: StatusCode,
+    elapsed: Duration,
+}
+
+impl std::fmt::Display for AccessLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Seen {
+            peer,
+            method,
+            uri,
+            version,
+        } = self.seen;
+        match peer {
+            Some(peer) => write!(f, "{}", peer.ip().to_canonical())?,
+            None => f.write_str("-")?,
+        }
+        let (path, status, elapsed) = (uri.path(), self.status.as_u16(), self.elapsed);
+        write!(f, " \"{method} {path} {version:?}\" {status} {elapsed:.1?}")
+    }
+}
+
+/// Marks each answer of a route with the route's metrics, for [`Observe`]
+/// (which runs before routing, so it cannot see the route on the request).
+#[derive(Clone)]
+struct MarkRouteLayer;
+
+impl<S> Layer<S> for MarkRouteLayer {
+    type Service = MarkRoute<S>;
+
+    fn layer(&self, inner: S) -> MarkRoute<S> {
+        MarkRoute { inner }
+    }
+}
+
+#[derive(Clone)]
+struct MarkRoute<S> {
+    inner: S,
+}
+
+#[derive(Clone, Copy)]
+struct RouteMark(&'static metrics::HttpRoute);
+
+impl<S> TowerService<Request> for MarkRoute<S>
+where
+    S: TowerService<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = MarkRouteFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|matched| metrics::HttpRoute::of(matched.as_str()));
+        MarkRouteFuture {
+            inner: self.inner.call(request),
+            route,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct MarkRouteFuture<F> {
+        #[pin]
+        inner: F,
+        route: Option<&'static metrics::HttpRoute>,
+    }
+}
+
+impl<F> Future for MarkRouteFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
+        if let Some(route) = *this.route {
+            response.extensions_mut().insert(RouteMark(route));
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The method as an index into [`metrics::HTTP_METHODS`]: the standard
+/// ones, and `other` for the rest, so that made-up methods cannot add series
+/// without end.
+fn method_index(method: &Method) -> usize {
     const KNOWN: [Method; 9] = [
         Method::GET,
         Method::HEAD,
@@ -192,7 +421,6 @@ fn method_label(method: &Method) -> &'static str {
     ];
     KNOWN
         .iter()
-        .find(|known| *known == method)
-        .map(|known| known.as_str())
-        .unwrap_or("other")
+        .position(|known| known == method)
+        .unwrap_or(KNOWN.len())
 }

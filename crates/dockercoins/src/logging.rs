@@ -3,18 +3,24 @@
 //! one per target); without it, `info`, or `debug` for our own code
 //! when `DEBUG=y` (the classic app's switch). Logs go to standard output.
 //!
-//! Events are formatted where they happen and written by a thread of their
-//! own, which writes whatever has queued up in one go: a busy service (one
-//! access-log line per request) makes one `write` per batch instead of one per
-//! line, and an idle one still writes each line at once.
+//! Events are formatted where they happen, appended to one queue of bytes,
+//! and written by a thread of their own, which writes whatever has queued up
+//! in one go: a busy service (one access-log line per request) makes one
+//! `write` per batch instead of one per line, and an idle one still writes
+//! each line at once. Appending allocates nothing: the queue and the batch
+//! being written trade places, and each keeps its room.
 
-use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+use tracing::Level;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -24,15 +30,37 @@ use crate::Common;
 
 const OUR_CRATES: [&str; 6] = ["dockercoins", "rng", "hasher", "worker", "webui", "access"];
 
-/// Lines waiting for the writer thread before a logging call waits for room
-/// (none is dropped).
-const QUEUED_LINES: usize = 1024;
+/// Bytes waiting for the writer thread before a logging call waits for room
+/// (none is dropped): some 1,000 access-log lines.
+const QUEUED_BYTES: usize = 128 * 1024;
 
-/// The most bytes the writer thread gathers before a `write`.
-const BATCH_BYTES: usize = 16 * 1024;
+/// The lines waiting for the writer thread.
+static QUEUE: Queue = Queue {
+    state: Mutex::new(Queued {
+        bytes: Vec::new(),
+        writer_asleep: false,
+        closed: false,
+    }),
+    lines: Condvar::new(),
+    room: Condvar::new(),
+};
 
-/// The writer thread's guard: dropping it writes what is still queued.
-static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+/// The writer thread, joined by [`finish`].
+static WRITER: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+
+struct Queue {
+    state: Mutex<Queued>,
+    /// Signalled when lines arrive for a writer asleep, or at the end.
+    lines: Condvar,
+    /// Signalled when the writer has taken the queued lines.
+    room: Condvar,
+}
+
+struct Queued {
+    bytes: Vec<u8>,
+    writer_asleep: bool,
+    closed: bool,
+}
 
 /// Sets up logging (once per process; a second call changes nothing).
 pub fn init(common: &Common) {
@@ -48,16 +76,13 @@ pub fn init(common: &Common) {
         ),
         _ => Targets::new().with_default(LevelFilter::INFO),
     };
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("log-writer")
-        .finish(batched_stdout());
     let builder = tracing_subscriber::fmt()
         .with_max_level(LevelFilter::TRACE)
-        .with_writer(OneLine(writer));
+        .with_writer(OneLine);
     // A second init (several services in one test process) keeps the first.
-    let installed = if common.log_format == "json" {
+    let json = common.log_format == "json";
+    let ansi = !json && io::stdout().is_terminal();
+    let installed = if json {
         // JSON escapes line breaks itself: one object per line.
         builder
             .json()
@@ -68,16 +93,15 @@ pub fn init(common: &Common) {
             .with(filter)
             .try_init()
     } else {
-        builder
-            .with_ansi(io::stdout().is_terminal())
-            .finish()
-            .with(filter)
-            .try_init()
+        builder.with_ansi(ansi).finish().with(filter).try_init()
     };
     if installed.is_err() {
         return;
     }
-    *lock(&WRITER) = Some(guard);
+    if start_writer() && !ansi {
+        let format = if json { ACCESS_JSON } else { ACCESS_TEXT };
+        ACCESS_FORMAT.store(format, Ordering::Relaxed);
+    }
     // A panic is an event like the others: one line, in the chosen format.
     std::panic::set_hook(Box::new(|panic| {
         tracing::error!("{panic}");
@@ -85,59 +109,286 @@ pub fn init(common: &Common) {
 }
 
 /// Writes the lines still queued and stops the writer thread: the last call
-/// before the process exits. Later events are not written.
+/// before the process exits. Later events are written where they happen.
 pub fn finish() {
-    drop(lock(&WRITER).take());
+    lock(&QUEUE.state).closed = true;
+    QUEUE.lines.notify_all();
+    QUEUE.room.notify_all();
+    if let Some(writer) = lock(&WRITER).take() {
+        let _ = writer.join();
+    }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Standard output behind a buffer that the writer thread flushes each time
-/// the queue is empty. (`io::stdout()` would `write` at every line break.)
-fn batched_stdout() -> Box<dyn Write + Send> {
+/// Starts the thread that writes the queue to standard output; false if the
+/// system refused a thread (then each line is written where it is logged).
+fn start_writer() -> bool {
+    let mut writer = lock(&WRITER);
+    if writer.is_some() {
+        return true;
+    }
+    let out = stdout_file();
+    match std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || write_queue(out))
+    {
+        Ok(thread) => {
+            *writer = Some(thread);
+            true
+        }
+        Err(_) => {
+            lock(&QUEUE.state).closed = true;
+            false
+        }
+    }
+}
+
+/// Standard output as a file of its own, written with one `write` per batch.
+/// (`io::stdout()` would `write` at every line break.)
+fn stdout_file() -> Box<dyn Write + Send> {
     match io::stdout().as_fd().try_clone_to_owned() {
-        Ok(fd) => Box::new(BufWriter::with_capacity(BATCH_BYTES, File::from(fd))),
+        Ok(fd) => Box::new(File::from(fd)),
         Err(_) => Box::new(io::stdout()),
+    }
+}
+
+/// The writer thread: takes everything queued, writes it, and again, until
+/// [`finish`] and the queue is empty.
+fn write_queue(mut out: Box<dyn Write + Send>) {
+    let mut batch = Vec::with_capacity(QUEUED_BYTES);
+    loop {
+        let mut queued = lock(&QUEUE.state);
+        while queued.bytes.is_empty() && !queued.closed {
+            queued.writer_asleep = true;
+            queued = QUEUE
+                .lines
+                .wait(queued)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        queued.writer_asleep = false;
+        if queued.bytes.is_empty() {
+            return; // closed, and all written
+        }
+        std::mem::swap(&mut queued.bytes, &mut batch);
+        drop(queued);
+        QUEUE.room.notify_all();
+        // Standard output closed: the lines are lost, as they would be anyway.
+        let _ = out.write_all(&batch).and_then(|()| out.flush());
+        batch.clear();
     }
 }
 
 /// The log writer, with the line breaks inside an event (an error message
 /// quoting a multi-line answer) written as `\n`, so that each event stays one
 /// line. The formatter writes each event with a single `write_all`.
-struct OneLine(NonBlocking);
+struct OneLine;
 
 impl<'a> MakeWriter<'a> for OneLine {
     type Writer = OneLineWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        OneLineWriter(self.0.clone())
+        OneLineWriter
     }
 }
 
-struct OneLineWriter(NonBlocking);
+struct OneLineWriter;
 
 impl Write for OneLineWriter {
     fn write(&mut self, event: &[u8]) -> io::Result<usize> {
-        self.0.write_all(&one_line(event))?;
+        enqueue(event)?;
         Ok(event.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        Ok(())
     }
 }
 
-/// One formatted event as one line: inner line breaks become `\n`, `\r`.
-fn one_line(event: &[u8]) -> Cow<'_, [u8]> {
+/// Queues one formatted event for the writer thread (waiting for room if
+/// the queue is full), as one line.
+fn enqueue(event: &[u8]) -> io::Result<()> {
+    let mut queued = lock(&QUEUE.state);
+    while queued.bytes.len() >= QUEUED_BYTES && !queued.closed {
+        queued = QUEUE
+            .room
+            .wait(queued)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
+    if queued.closed {
+        // Before the writer started or after it stopped: written here.
+        drop(queued);
+        return io::stdout().write_all(&one_line(event));
+    }
+    append_one_line(&mut queued.bytes, event);
+    if queued.writer_asleep {
+        queued.writer_asleep = false;
+        QUEUE.lines.notify_one();
+    }
+    Ok(())
+}
+
+// --- the access-log line ------------------------------------------------------
+//
+// One line per request is most of what a busy service logs. Through tracing,
+// each one is an event whose message is escaped a character at a time and
+// then copied into the queue; [`access`] writes the same bytes, formatted
+// once into a buffer of the thread's, with no event and no allocation.
+
+/// How [`access`] writes its line: not at all (the caller goes through
+/// tracing: colours on a terminal, or logging not set up), as text, or JSON.
+static ACCESS_FORMAT: AtomicU8 = AtomicU8::new(ACCESS_TRACING);
+const ACCESS_TRACING: u8 = 0;
+const ACCESS_TEXT: u8 = 1;
+const ACCESS_JSON: u8 = 2;
+
+thread_local! {
+    /// The message, the line, and the last second's timestamp to the second.
+    static ACCESS_LINE: RefCell<AccessLine> = const {
+        RefCell::new(AccessLine { message: String::new(), line: Vec::new(), second: None })
+    };
+}
+
+struct AccessLine {
+    message: String,
+    line: Vec<u8>,
+    /// `YYYY-MM-DDTHH:MM:SS` of the last line's second.
+    second: Option<(u64, [u8; 19])>,
+}
+
+/// Writes one access-log line (target `access`) at `level`, byte for byte as
+/// tracing's formatter would, straight into the queue. The caller has
+/// checked that the level is on. False when it cannot (colours, or logging
+/// not set up): the caller logs the line through tracing instead.
+pub fn access(level: Level, message: std::fmt::Arguments<'_>) -> bool {
+    let format = ACCESS_FORMAT.load(Ordering::Relaxed);
+    if format == ACCESS_TRACING {
+        return false;
+    }
+    ACCESS_LINE.with(|cell| {
+        let Ok(mut buffers) = cell.try_borrow_mut() else {
+            return false;
+        };
+        let buffers = &mut *buffers;
+        format_access(format, level, SystemTime::now(), message, buffers);
+        let _ = enqueue(&buffers.line);
+        true
+    })
+}
+
+fn format_access(
+    format: u8,
+    level: Level,
+    now: SystemTime,
+    message: std::fmt::Arguments<'_>,
+    buffers: &mut AccessLine,
+) {
+    let AccessLine {
+        message: text,
+        line,
+        second,
+    } = buffers;
+    text.clear();
+    line.clear();
+    let _ = text.write_fmt(message);
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let prefix = match *second {
+        Some((at, prefix)) if at == since.as_secs() => prefix,
+        _ => {
+            let prefix = date_and_time(since.as_secs());
+            *second = Some((since.as_secs(), prefix));
+            prefix
+        }
+    };
+    let micros = since.subsec_micros();
+    if format == ACCESS_JSON {
+        line.extend_from_slice(b"{\"timestamp\":\"");
+        line.extend_from_slice(&prefix);
+        let _ = write!(line, ".{micros:06}Z\",\"level\":\"{level}\",\"message\":");
+        let _ = serde_json::to_writer(&mut *line, text.as_str());
+        line.extend_from_slice(b",\"target\":\"access\"}\n");
+    } else {
+        line.extend_from_slice(&prefix);
+        let _ = write!(line, ".{micros:06}Z {level:>5} access: ");
+        sanitize(text, line);
+        line.push(b'\n');
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time in seconds.
+fn date_and_time(unix: u64) -> [u8; 19] {
+    let days = (unix / 86_400) as i64;
+    let in_day = unix % 86_400;
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let mut text = [0u8; 19];
+    let mut cursor = io::Cursor::new(&mut text[..]);
+    let _ = write!(
+        cursor,
+        "{:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        year.clamp(0, 9999),
+        in_day / 3600,
+        in_day / 60 % 60,
+        in_day % 60
+    );
+    text
+}
+
+/// The message with the characters that could steer a terminal escaped, as
+/// tracing's formatter escapes them.
+fn sanitize(message: &str, line: &mut Vec<u8>) {
+    let risky = |ch: char| {
+        matches!(
+            ch,
+            '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
+        )
+    };
+    if !message.contains(risky) {
+        line.extend_from_slice(message.as_bytes());
+        return;
+    }
+    for ch in message.chars() {
+        match ch {
+            '\x1b' => line.extend_from_slice(b"\\x1b"),
+            '\x07' => line.extend_from_slice(b"\\x07"),
+            '\x08' => line.extend_from_slice(b"\\x08"),
+            '\x0c' => line.extend_from_slice(b"\\x0c"),
+            '\x7f' => line.extend_from_slice(b"\\x7f"),
+            ch if risky(ch) => {
+                let _ = write!(line, "\\u{{{:x}}}", ch as u32);
+            }
+            ch => {
+                let mut utf8 = [0u8; 4];
+                line.extend_from_slice(ch.encode_utf8(&mut utf8).as_bytes());
+            }
+        }
+    }
+}
+
+/// Appends one formatted event as one line: inner line breaks become `\n`, `\r`.
+fn append_one_line(line: &mut Vec<u8>, event: &[u8]) {
     let body = event.strip_suffix(b"\n").unwrap_or(event);
     if !body.iter().any(|&byte| byte == b'\n' || byte == b'\r') {
-        return Cow::Borrowed(event);
+        line.extend_from_slice(event);
+        return;
     }
-    let mut line = Vec::with_capacity(event.len() + 8);
     for &byte in body {
         match byte {
             b'\n' => line.extend_from_slice(b"\\n"),
@@ -146,12 +397,18 @@ fn one_line(event: &[u8]) -> Cow<'_, [u8]> {
         }
     }
     line.push(b'\n');
-    Cow::Owned(line)
+}
+
+/// One formatted event as one line, on its own.
+fn one_line(event: &[u8]) -> Vec<u8> {
+    let mut line = Vec::with_capacity(event.len() + 8);
+    append_one_line(&mut line, event);
+    line
 }
 
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use super::*;
 
     #[test]
     fn an_event_with_line_breaks_stays_one_line() {
@@ -164,5 +421,129 @@ mod tests {
             b"WARN worker: hasher answered 500: oops\\r\\nsecond line\n"
         );
         assert_eq!(&*one_line(b"no newline at all"), b"no newline at all");
+    }
+
+    /// What tracing's formatter writes for an access-log event, set up as
+    /// [`init`] sets it up.
+    fn through_tracing(json: bool, level: Level, message: &str) -> String {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                lock(&self.0).extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        impl<'a> MakeWriter<'a> for Captured {
+            type Writer = Captured;
+            fn make_writer(&'a self) -> Captured {
+                self.clone()
+            }
+        }
+        let captured = Captured::default();
+        let builder = tracing_subscriber::fmt()
+            .with_max_level(LevelFilter::TRACE)
+            .with_writer(captured.clone());
+        let emit = || match level {
+            Level::DEBUG => tracing::debug!(target: "access", "{message}"),
+            _ => tracing::info!(target: "access", "{message}"),
+        };
+        if json {
+            let subscriber = builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, emit);
+        } else {
+            tracing::subscriber::with_default(builder.with_ansi(false).finish(), emit);
+        }
+        let bytes = lock(&captured.0).clone();
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    fn ours(format: u8, level: Level, message: &str) -> String {
+        let mut buffers = AccessLine {
+            message: String::new(),
+            line: Vec::new(),
+            second: None,
+        };
+        format_access(
+            format,
+            level,
+            SystemTime::now(),
+            format_args!("{message}"),
+            &mut buffers,
+        );
+        String::from_utf8(buffers.line).expect("UTF-8")
+    }
+
+    /// The line without its timestamp (the two were written at different times).
+    fn untimed(line: &str) -> String {
+        let at = line.find("Z").expect("a timestamp");
+        line.replacen(&line[..=at], "T", 1)
+    }
+
+    #[test]
+    fn the_access_line_is_what_tracing_would_write() {
+        let messages = [
+            r#"127.0.0.1 "GET /32 HTTP/1.1" 200 102.3µs"#,
+            r#"::1 "BREW /a"b\c HTTP/1.1" 405 1.0ms"#,
+            "10.0.0.1 \"GET /\u{1b}[31m\u{85}x HTTP/1.0\" 404 3.2s",
+        ];
+        for message in messages {
+            for level in [Level::INFO, Level::DEBUG] {
+                let text = ours(ACCESS_TEXT, level, message);
+                assert_eq!(
+                    untimed(&text),
+                    untimed(&through_tracing(false, level, message))
+                );
+                let json = ours(ACCESS_JSON, level, message);
+                assert_eq!(
+                    untimed(&json),
+                    untimed(&through_tracing(true, level, message))
+                );
+            }
+        }
+        let text = ours(ACCESS_TEXT, Level::INFO, "x");
+        let theirs = through_tracing(false, Level::INFO, "x");
+        assert_eq!(text.find('Z'), theirs.find('Z'), "{text} against {theirs}");
+    }
+
+    #[test]
+    fn timestamps_are_utc_to_the_microsecond() {
+        let at = |secs: u64, micros: u64| {
+            let mut buffers = AccessLine {
+                message: String::new(),
+                line: Vec::new(),
+                second: None,
+            };
+            let now = UNIX_EPOCH + std::time::Duration::from_micros(secs * 1_000_000 + micros);
+            format_access(
+                ACCESS_TEXT,
+                Level::INFO,
+                now,
+                format_args!("m"),
+                &mut buffers,
+            );
+            String::from_utf8(buffers.line).expect("UTF-8")
+        };
+        assert_eq!(
+            at(1_764_625_106, 829_618),
+            "2025-12-01T21:38:26.829618Z  INFO access: m\n"
+        );
+        assert_eq!(
+            at(951_782_400, 7),
+            "2000-02-29T00:00:00.000007Z  INFO access: m\n"
+        );
+        assert_eq!(
+            at(4_107_542_399, 999_999),
+            "2100-02-28T23:59:59.999999Z  INFO access: m\n"
+        );
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z  INFO access: m\n");
     }
 }

@@ -5,9 +5,11 @@
 //! labels and meaning: it gives `/metrics` its `# HELP` lines, and the README's
 //! metrics table is written from it.
 
-use std::sync::OnceLock;
+use std::cell::RefCell;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets (seconds) that separate a free call from one that waited
@@ -163,6 +165,107 @@ fn describe() {
             Kind::Gauge => metrics::describe_gauge!(metric.name, metric.help),
             Kind::Histogram => metrics::describe_histogram!(metric.name, metric.help),
         }
+    }
+}
+
+/// The `method` label of `http_requests_total`: the standard methods, and
+/// `other` for the rest (index 9).
+pub const HTTP_METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other",
+];
+
+/// The statuses whose `http_requests_total` series are kept at hand; others
+/// (rare) are looked up on each request.
+const HTTP_STATUSES: [u16; 24] = [
+    200, 201, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 413, 414, 415,
+    429, 431, 500, 502, 503,
+];
+
+/// The request metrics of one route pattern (or `unmatched`): its series
+/// registered once, on first use, instead of looked up with labels made
+/// anew for every request.
+pub struct HttpRoute {
+    route: &'static str,
+    duration: Histogram,
+    requests: [[OnceLock<Counter>; HTTP_STATUSES.len()]; HTTP_METHODS.len()],
+}
+
+/// Every route seen so far; each lives as long as the process (there are as
+/// many as the services have route patterns).
+static HTTP_ROUTES: Mutex<Vec<&'static HttpRoute>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// This thread's copy of [`HTTP_ROUTES`], read without a lock.
+    static HTTP_ROUTES_HERE: RefCell<Vec<&'static HttpRoute>> = const { RefCell::new(Vec::new()) };
+}
+
+impl HttpRoute {
+    /// The metrics of the route with this pattern.
+    pub fn of(route: &str) -> &'static HttpRoute {
+        HTTP_ROUTES_HERE.with(|here| {
+            let known = here
+                .try_borrow()
+                .ok()
+                .and_then(|here| here.iter().find(|known| known.route == route).copied());
+            if let Some(found) = known {
+                return found;
+            }
+            let found = Self::shared(route);
+            if let Ok(mut here) = here.try_borrow_mut() {
+                here.push(found);
+            }
+            found
+        })
+    }
+
+    /// The metrics of requests that matched no route.
+    pub fn unmatched() -> &'static HttpRoute {
+        static UNMATCHED: OnceLock<&'static HttpRoute> = OnceLock::new();
+        UNMATCHED.get_or_init(|| Self::shared("unmatched"))
+    }
+
+    fn shared(route: &str) -> &'static HttpRoute {
+        let mut routes = HTTP_ROUTES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(found) = routes.iter().find(|known| known.route == route) {
+            return found;
+        }
+        // A series registered before the recorder would go nowhere, for good.
+        install();
+        let route: &'static str = Box::leak(route.into());
+        let created: &'static HttpRoute = Box::leak(Box::new(HttpRoute {
+            route,
+            duration: metrics::histogram!("http_request_duration_seconds", "route" => route),
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+        }));
+        routes.push(created);
+        created
+    }
+
+    /// The route pattern, as in the `route` label.
+    pub fn route(&self) -> &'static str {
+        self.route
+    }
+
+    /// Counts one answer, with the method as an index into [`HTTP_METHODS`],
+    /// and records how long it took.
+    pub fn record(&self, method: usize, status: u16, elapsed: Duration) {
+        let method = method.min(HTTP_METHODS.len() - 1);
+        match HTTP_STATUSES.iter().position(|&known| known == status) {
+            Some(slot) => self.requests[method][slot]
+                .get_or_init(|| self.counter(method, status))
+                .increment(1),
+            None => self.counter(method, status).increment(1),
+        }
+        self.duration.record(elapsed.as_secs_f64());
+    }
+
+    fn counter(&self, method: usize, status: u16) -> Counter {
+        metrics::counter!(
+            "http_requests_total",
+            "route" => self.route, "method" => HTTP_METHODS[method], "status" => status.to_string()
+        )
     }
 }
 
