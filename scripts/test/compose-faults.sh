@@ -12,7 +12,7 @@
 # Everything the project created is removed on exit (images are kept).
 #
 # Usage: scripts/test/compose-faults.sh
-# Env:   WEBUI_PORT, RNG_PORT, HASHER_PORT  published ports (default 33880, 33881, 33882)
+# Env:   WEBUI_PORT, RNG_PORT, HASHER_PORT  published ports (default 23880, 23881, 23882; below the kernel's ephemeral ports, 32768 and up)
 #        TAG            tag of the images used (default latest; built by `up` if missing)
 #        FAULTS_PROJECT Compose project name (default dockercoins-faults-<pid>)
 #        RESUME_SECONDS longest accepted wait for mining to resume (default 20)
@@ -30,9 +30,9 @@ case "${1:-}" in
 esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-export WEBUI_PORT="${WEBUI_PORT:-33880}"
-export RNG_PORT="${RNG_PORT:-33881}"
-export HASHER_PORT="${HASHER_PORT:-33882}"
+export WEBUI_PORT="${WEBUI_PORT:-23880}"
+export RNG_PORT="${RNG_PORT:-23881}"
+export HASHER_PORT="${HASHER_PORT:-23882}"
 export TAG="${TAG:-latest}"
 PROJECT="${FAULTS_PROJECT:-dockercoins-faults-$$}"
 RESUME_SECONDS="${RESUME_SECONDS:-20}"

@@ -11,14 +11,14 @@
 # Usage: scripts/test/compose-prometheus.sh
 # Needs: the images of compose.yaml (scripts/test/seed-images.sh redis rust, then
 # `docker compose build`), Docker Compose v2, curl, python3, prometheus (Debian).
-# Environment: PROJECT (dockercoins-prom), PORT_BASE (32750: webui, rng, hasher,
+# Environment: PROJECT (dockercoins-prom), PORT_BASE (22750: webui, rng, hasher,
 # Prometheus on PORT_BASE..PORT_BASE+3), PROMETHEUS_IMAGE (prom/prometheus:v3.5.0),
 # WAIT_SECONDS (90).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 PROJECT=${PROJECT:-dockercoins-prom}
-PORT_BASE=${PORT_BASE:-32750}
+PORT_BASE=${PORT_BASE:-22750}
 PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-prom/prometheus:v3.5.0}
 WAIT_SECONDS=${WAIT_SECONDS:-90}
 

@@ -14,7 +14,8 @@
 # Usage: scripts/test/faults-e2e.sh
 # Env:   BIN_DIR     where rng, hasher, worker, webui are (default target/release;
 #                    built with `cargo build --release` when missing)
-#        PORT_BASE   first of the 8 loopback ports used (default 33600)
+#        PORT_BASE   first of the 8 loopback ports used (default 23600, below the kernel's
+#                    ephemeral ports, where a client's connection may hold one)
 #        CONNECTIONS idle and slow connections opened per service (default 300 each)
 #        KEEP_LOGS=1 keep the services' logs (their directory is printed)
 
@@ -31,7 +32,7 @@ esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN_DIR="${BIN_DIR:-$ROOT/target/release}"
-PORT_BASE="${PORT_BASE:-33600}"
+PORT_BASE="${PORT_BASE:-23600}"
 CONNECTIONS="${CONNECTIONS:-300}"
 KEEP_LOGS="${KEEP_LOGS:-0}"
 REDIS_PORT=$PORT_BASE

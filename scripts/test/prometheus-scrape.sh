@@ -10,7 +10,7 @@
 # SIGTERM exit code and time of every process; no unit lost.
 #
 # Usage: scripts/test/prometheus-scrape.sh
-# Environment: BIN (target/release; built if missing), BASE_PORT (32700: uses
+# Environment: BIN (target/release; built if missing), BASE_PORT (22700: uses
 # BASE_PORT..BASE_PORT+9 and one port per worker after them; keep it below the
 # kernel's ephemeral ports, 32768 and up), WORKERS (10), MEASURE_SECONDS (30),
 # KEEP (set to keep the logs and the Prometheus data in the work directory).
@@ -18,7 +18,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$root/target/release}
-BASE_PORT=${BASE_PORT:-32700}
+BASE_PORT=${BASE_PORT:-22700}
 WORKERS=${WORKERS:-10}
 MEASURE_SECONDS=${MEASURE_SECONDS:-30}
 KEEP=${KEEP:-}
