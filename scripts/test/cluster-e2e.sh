@@ -269,15 +269,6 @@ summary() {
     "whole e2e run" "$((SECONDS - STARTED)) s"
   echo "$PASSED passed, $FAILED failed"
 }
-finish() {
-  summary
-  if ((FAILED > 0)); then exit 1; fi
-  exit 0
-}
-abort() {
-  fail "$*"
-  finish
-}
 
 # --- prerequisites ---------------------------------------------------------------------------
 

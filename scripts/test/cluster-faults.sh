@@ -422,15 +422,6 @@ summary() {
   printf '  %-44s %s\n' "whole run" "$((SECONDS - STARTED)) s"
   echo "$PASSED passed, $FAILED failed"
 }
-finish() {
-  summary
-  if ((FAILED > 0)); then exit 1; fi
-  exit 0
-}
-abort() {
-  fail "$*"
-  finish
-}
 # Rates and accounting of a fault: before [b0, t0], during [t0, t1], after [a0, a1].
 fault_figures() { # fault b0 t0 t1 a0 a1 [units counted that no sampled report shows]
   local f="$1" acc

@@ -215,17 +215,6 @@ summary() {
   echo "$PASSED passed, $FAILED failed"
 }
 
-finish() {
-  summary
-  if ((FAILED > 0)); then exit 1; fi
-  exit 0
-}
-
-# A step that cannot go on: count it and stop here.
-abort() {
-  fail "$*"
-  finish
-}
 
 # --- prerequisites -----------------------------------------------------------
 

@@ -164,15 +164,6 @@ summary() {
   printf '  %-22s %s\n' "whole run" "$((SECONDS - STARTED)) s"
   echo "$PASSED passed, $FAILED failed"
 }
-finish() {
-  summary
-  if ((FAILED > 0)); then exit 1; fi
-  exit 0
-}
-abort() {
-  fail "$*"
-  finish
-}
 
 # e_machine of an ELF file (bytes 18-19, little endian): 62 = x86-64, 183 = AArch64.
 elf_machine() { od -An -tu2 -j18 -N2 "$1" | tr -d ' '; }
