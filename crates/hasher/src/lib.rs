@@ -5,20 +5,20 @@
 //! does not queue. A body over `HASHER_MAX_BODY` gets 413; a body that never
 //! ends gets 408 after `HASHER_BODY_TIMEOUT`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, HttpBody};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bytes::Bytes;
 use clap::Args;
 use dockercoins::Service;
 use dockercoins::http::{Readiness, not_found};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 pub const ABOUT: &str = "DockerCoins hasher: the SHA-256 of what you POST";
 
@@ -52,22 +52,51 @@ pub fn app(config: Config, instance: &str) -> Router {
     Router::new()
         .route("/", get(|| async move { running }).post(hash))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(config.max_body))
-        // A body announced over the limit gets its 413 at once, unread.
-        .layer(RequestBodyLimitLayer::new(config.max_body))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.body_timeout + config.delay,
-        ))
-        .with_state(config.delay)
+        .with_state(Arc::new(config))
 }
 
-async fn hash(State(delay): State<Duration>, body: Bytes) -> impl IntoResponse {
-    // Simulate a bit of delay.
-    dockercoins::delay(delay).await;
-    metrics::counter!("hasher_bytes_hashed_total").increment(body.len() as u64);
-    let hex_hash = hex::encode(Sha256::digest(&body));
-    ([(header::CONTENT_TYPE, "text/plain")], hex_hash)
+async fn hash(State(config): State<Arc<Config>>, body: Body) -> Response {
+    // The body and the delay together may take HASHER_BODY_TIMEOUT plus the
+    // delay; a client that sends less than it announced gets a 408.
+    let within = config.body_timeout + config.delay;
+    let answer = async {
+        let body = match read_body(body, config.max_body).await {
+            Ok(body) => body,
+            Err(refused) => return refused,
+        };
+        // Simulate a bit of delay.
+        dockercoins::delay(config.delay).await;
+        metrics::counter!("hasher_bytes_hashed_total").increment(body.len() as u64);
+        let hex_hash = hex::encode(Sha256::digest(&body));
+        ([(header::CONTENT_TYPE, "text/plain")], hex_hash).into_response()
+    };
+    match tokio::time::timeout(within, answer).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            let line = format!("request timeout: the body did not arrive within {within:?}\n");
+            (StatusCode::REQUEST_TIMEOUT, line).into_response()
+        }
+    }
+}
+
+/// The whole body, at most `max` bytes: a body announced over the limit gets
+/// its 413 at once, unread, and one that grows over it as soon as it does.
+async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, Response> {
+    let too_large = || {
+        let line = format!("payload too large: the body is over HASHER_MAX_BODY ({max} bytes)\n");
+        (StatusCode::PAYLOAD_TOO_LARGE, line).into_response()
+    };
+    if HttpBody::size_hint(&body).lower() > max as u64 {
+        return Err(too_large());
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
+        Err(err) => {
+            let line = format!("bad request: cannot read the body: {err}\n");
+            Err((StatusCode::BAD_REQUEST, line).into_response())
+        }
+    }
 }
 
 /// What the `hasher` binary does; its `main.rs` only calls this. Here, the

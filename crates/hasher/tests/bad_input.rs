@@ -223,6 +223,12 @@ async fn a_body_that_never_ends_gets_408() {
     let (status, answer) = read_answer(short).await;
     let took = start.elapsed();
     assert_eq!(status, 408, "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        String::from_utf8_lossy(&answer)
+            .contains("request timeout: the body did not arrive within"),
+        "a one-line reason: {}",
+        String::from_utf8_lossy(&answer)
+    );
     let limit = BODY_TIMEOUT + DELAY;
     assert!(
         took >= limit && took < limit + Duration::from_secs(1),

@@ -76,8 +76,12 @@ async fn index_says_who_is_running() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_get_413() {
-    let (status, _, _) = call(app(&["--max-body", "2", "--delay", "0"]), post(b"abc")).await;
+    let (status, _, body) = call(app(&["--max-body", "2", "--delay", "0"]), post(b"abc")).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        body,
+        "payload too large: the body is over HASHER_MAX_BODY (2 bytes)\n"
+    );
     let (status, _, _) = call(app(&["--max-body", "3", "--delay", "0"]), post(b"abc")).await;
     assert_eq!(status, StatusCode::OK);
 }
