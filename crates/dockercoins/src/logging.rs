@@ -11,7 +11,6 @@
 //! being written trade places, and each keeps its room.
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
@@ -212,6 +211,11 @@ impl Write for OneLineWriter {
 /// Queues one formatted event for the writer thread (waiting for room if
 /// the queue is full), as one line.
 fn enqueue(event: &[u8]) -> io::Result<()> {
+    enqueue_as(event, false)
+}
+
+/// [`enqueue`], told whether the event is known to hold no line break inside.
+fn enqueue_as(event: &[u8], one_line_already: bool) -> io::Result<()> {
     let mut queued = lock(&QUEUE.state);
     while queued.bytes.len() >= QUEUED_BYTES && !queued.closed {
         queued = QUEUE
@@ -224,7 +228,11 @@ fn enqueue(event: &[u8]) -> io::Result<()> {
         drop(queued);
         return io::stdout().write_all(&one_line(event));
     }
-    append_one_line(&mut queued.bytes, event);
+    if one_line_already {
+        queued.bytes.extend_from_slice(event);
+    } else {
+        append_one_line(&mut queued.bytes, event);
+    }
     if queued.writer_asleep {
         queued.writer_asleep = false;
         QUEUE.lines.notify_one();
@@ -235,9 +243,10 @@ fn enqueue(event: &[u8]) -> io::Result<()> {
 // --- the access-log line ------------------------------------------------------
 //
 // One line per request is most of what a busy service logs. Through tracing,
-// each one is an event whose message is escaped a character at a time and
-// then copied into the queue; [`access`] writes the same bytes, formatted
-// once into a buffer of the thread's, with no event and no allocation.
+// each one is an event whose message is formatted, escaped a character at a
+// time, and then copied into the queue; [`access`] writes the same bytes into
+// a buffer of the thread's, the message written by the caller as bytes, with
+// no event, no `fmt` machinery and no allocation.
 
 /// How [`access`] writes its line: not at all (the caller goes through
 /// tracing: colours on a terminal, or logging not set up), as text, or JSON.
@@ -249,22 +258,23 @@ const ACCESS_JSON: u8 = 2;
 thread_local! {
     /// The message, the line, and the last second's timestamp to the second.
     static ACCESS_LINE: RefCell<AccessLine> = const {
-        RefCell::new(AccessLine { message: String::new(), line: Vec::new(), second: None })
+        RefCell::new(AccessLine { message: Vec::new(), line: Vec::new(), second: None })
     };
 }
 
 struct AccessLine {
-    message: String,
+    message: Vec<u8>,
     line: Vec<u8>,
     /// `YYYY-MM-DDTHH:MM:SS` of the last line's second.
     second: Option<(u64, [u8; 19])>,
 }
 
 /// Writes one access-log line (target `access`) at `level`, byte for byte as
-/// tracing's formatter would, straight into the queue. The caller has
-/// checked that the level is on. False when it cannot (colours, or logging
-/// not set up): the caller logs the line through tracing instead.
-pub fn access(level: Level, message: std::fmt::Arguments<'_>) -> bool {
+/// tracing's formatter would, straight into the queue; `message` appends the
+/// message's text (UTF-8) to the buffer it is given. The caller has checked
+/// that the level is on. False when it cannot (colours, or logging not set
+/// up): the caller logs the line through tracing instead.
+pub fn access(level: Level, message: impl FnOnce(&mut Vec<u8>)) -> bool {
     let format = ACCESS_FORMAT.load(Ordering::Relaxed);
     if format == ACCESS_TRACING {
         return false;
@@ -274,19 +284,21 @@ pub fn access(level: Level, message: std::fmt::Arguments<'_>) -> bool {
             return false;
         };
         let buffers = &mut *buffers;
-        format_access(format, level, SystemTime::now(), message, buffers);
-        let _ = enqueue(&buffers.line);
+        let plain = format_access(format, level, SystemTime::now(), message, buffers);
+        let _ = enqueue_as(&buffers.line, plain);
         true
     })
 }
 
+/// Formats the line into `buffers.line`; true when it is known to be one
+/// line already (no line break inside).
 fn format_access(
     format: u8,
     level: Level,
     now: SystemTime,
-    message: std::fmt::Arguments<'_>,
+    message: impl FnOnce(&mut Vec<u8>),
     buffers: &mut AccessLine,
-) {
+) -> bool {
     let AccessLine {
         message: text,
         line,
@@ -294,7 +306,7 @@ fn format_access(
     } = buffers;
     text.clear();
     line.clear();
-    let _ = text.write_fmt(message);
+    message(text);
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let prefix = match *second {
         Some((at, prefix)) if at == since.as_secs() => prefix,
@@ -304,19 +316,48 @@ fn format_access(
             prefix
         }
     };
-    let micros = since.subsec_micros();
+    line.extend_from_slice(&prefix);
+    line.push(b'.');
+    push_digits(line, since.subsec_micros(), 6);
+    // Printable ASCII only (nearly always): nothing to escape, no line break.
+    let plain = text.iter().all(|&byte| (b' '..=b'~').contains(&byte));
+    let message = String::from_utf8_lossy(text);
     if format == ACCESS_JSON {
-        line.extend_from_slice(b"{\"timestamp\":\"");
-        line.extend_from_slice(&prefix);
-        let _ = write!(line, ".{micros:06}Z\",\"level\":\"{level}\",\"message\":");
-        let _ = serde_json::to_writer(&mut *line, text.as_str());
+        line.extend_from_slice(b"Z\",\"level\":\"");
+        line.extend_from_slice(level.as_str().as_bytes());
+        line.extend_from_slice(b"\",\"message\":");
+        let _ = serde_json::to_writer(&mut *line, &*message);
         line.extend_from_slice(b",\"target\":\"access\"}\n");
+        true
     } else {
-        line.extend_from_slice(&prefix);
-        let _ = write!(line, ".{micros:06}Z {level:>5} access: ");
-        sanitize(text, line);
+        line.extend_from_slice(match level {
+            Level::ERROR => b"Z ERROR access: ",
+            Level::WARN => b"Z  WARN access: ",
+            Level::INFO => b"Z  INFO access: ",
+            Level::DEBUG => b"Z DEBUG access: ",
+            Level::TRACE => b"Z TRACE access: ",
+        });
+        if plain {
+            line.extend_from_slice(text);
+        } else {
+            sanitize(&message, line);
+        }
         line.push(b'\n');
+        plain
     }
+}
+
+/// Appends `value` in decimal, zero-padded to `width` digits (at most 10).
+fn push_digits(line: &mut Vec<u8>, mut value: u32, width: usize) {
+    let mut digits = [b'0'; 10];
+    let mut at = digits.len();
+    while value > 0 && at > 0 {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    let start = at.min(digits.len() - width.min(digits.len()));
+    line.extend_from_slice(&digits[start..]);
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time in seconds.
@@ -468,7 +509,7 @@ mod tests {
 
     fn ours(format: u8, level: Level, message: &str) -> String {
         let mut buffers = AccessLine {
-            message: String::new(),
+            message: Vec::new(),
             line: Vec::new(),
             second: None,
         };
@@ -476,7 +517,7 @@ mod tests {
             format,
             level,
             SystemTime::now(),
-            format_args!("{message}"),
+            |out| out.extend_from_slice(message.as_bytes()),
             &mut buffers,
         );
         String::from_utf8(buffers.line).expect("UTF-8")
@@ -518,7 +559,7 @@ mod tests {
     fn timestamps_are_utc_to_the_microsecond() {
         let at = |secs: u64, micros: u64| {
             let mut buffers = AccessLine {
-                message: String::new(),
+                message: Vec::new(),
                 line: Vec::new(),
                 second: None,
             };
@@ -527,7 +568,7 @@ mod tests {
                 ACCESS_TEXT,
                 Level::INFO,
                 now,
-                format_args!("m"),
+                |out| out.extend_from_slice(b"m"),
                 &mut buffers,
             );
             String::from_utf8(buffers.line).expect("UTF-8")
