@@ -36,10 +36,11 @@ pub struct Config {
     pub max_bytes: u64,
 }
 
-#[derive(Clone)]
+/// What the routes share, behind one `Arc`: a request's `State` costs one
+/// reference count, not one per field (and none of the shutdown token's lock).
 struct Rng {
-    config: Arc<Config>,
-    instance: Arc<str>,
+    config: Config,
+    instance: String,
     /// One permit per request served at once; `None` when there is no line.
     line: Option<Arc<Semaphore>>,
     shutdown: CancellationToken,
@@ -53,12 +54,12 @@ pub async fn run(config: Config, service: Service) -> Result<(), String> {
 /// The routes, without the operations endpoints.
 pub fn app(config: Config, instance: &str, shutdown: CancellationToken) -> Router {
     let line = (config.concurrency > 0).then(|| Arc::new(Semaphore::new(config.concurrency)));
-    let rng = Rng {
-        config: Arc::new(config),
+    let rng = Arc::new(Rng {
+        config,
         instance: instance.into(),
         line,
         shutdown,
-    };
+    });
     Router::new()
         .route("/", get(index))
         .route("/{how_many_bytes}", get(random_bytes))
@@ -66,13 +67,12 @@ pub fn app(config: Config, instance: &str, shutdown: CancellationToken) -> Route
         .with_state(rng)
 }
 
-async fn index(State(rng): State<Rng>) -> Response {
-    let instance = rng.instance.clone();
-    rng.in_line(async move { format!("RNG running on {instance}\n").into_response() })
-        .await
+async fn index(State(rng): State<Arc<Rng>>) -> Response {
+    let running = format!("RNG running on {}\n", rng.instance);
+    rng.in_line(async move { running.into_response() }).await
 }
 
-async fn random_bytes(State(rng): State<Rng>, Path(how_many_bytes): Path<String>) -> Response {
+async fn random_bytes(State(rng): State<Arc<Rng>>, Path(how_many_bytes): Path<String>) -> Response {
     // Only digits name a size: `/abc` and `/-1` are not found, as in the classic app.
     if how_many_bytes.is_empty() || !how_many_bytes.bytes().all(|b| b.is_ascii_digit()) {
         let line = format!("not found: /{how_many_bytes} is not a number of bytes\n");
