@@ -319,14 +319,12 @@ fn format_access(
     line.extend_from_slice(&prefix);
     line.push(b'.');
     push_digits(line, since.subsec_micros(), 6);
-    // Printable ASCII only (nearly always): nothing to escape, no line break.
-    let plain = text.iter().all(|&byte| (b' '..=b'~').contains(&byte));
-    let message = String::from_utf8_lossy(text);
+    let plain = nothing_to_escape(text);
     if format == ACCESS_JSON {
         line.extend_from_slice(b"Z\",\"level\":\"");
         line.extend_from_slice(level.as_str().as_bytes());
         line.extend_from_slice(b"\",\"message\":");
-        let _ = serde_json::to_writer(&mut *line, &*message);
+        let _ = serde_json::to_writer(&mut *line, &String::from_utf8_lossy(text));
         line.extend_from_slice(b",\"target\":\"access\"}\n");
         true
     } else {
@@ -340,11 +338,22 @@ fn format_access(
         if plain {
             line.extend_from_slice(text);
         } else {
-            sanitize(&message, line);
+            sanitize(&String::from_utf8_lossy(text), line);
         }
         line.push(b'\n');
         plain
     }
+}
+
+/// True when a message (UTF-8) holds nothing that [`sanitize`] escapes and no
+/// line break: no control character, C0 or C1 (U+0080 to U+009F, which UTF-8
+/// writes as 0xC2 0x80 to 0xC2 0x9F), and no DEL. An access line nearly always
+/// passes: its only character outside ASCII is the `µ` of `µs`.
+fn nothing_to_escape(text: &[u8]) -> bool {
+    text.iter().all(|&byte| byte >= b' ' && byte != 0x7f)
+        && !text
+            .windows(2)
+            .any(|pair| pair[0] == 0xc2 && (0x80..0xa0).contains(&pair[1]))
 }
 
 /// Appends `value` in decimal, zero-padded to `width` digits (at most 10).
@@ -553,6 +562,31 @@ mod tests {
         let text = ours(ACCESS_TEXT, Level::INFO, "x");
         let theirs = through_tracing(false, Level::INFO, "x");
         assert_eq!(text.find('Z'), theirs.find('Z'), "{text} against {theirs}");
+    }
+
+    #[test]
+    fn only_lines_with_something_to_escape_take_the_slow_way() {
+        let plain = r#"127.0.0.1 "GET /32 HTTP/1.1" 200 102.3µs"#;
+        assert!(nothing_to_escape(plain.as_bytes()));
+        for risky in [
+            "a\nb",
+            "a\rb",
+            "\u{1b}[31m",
+            "\u{7}",
+            "\u{7f}",
+            "\u{85}",
+            "\u{9f}",
+            "\t",
+        ] {
+            assert!(!nothing_to_escape(risky.as_bytes()), "{risky:?}");
+            // What the slow way writes is what tracing would write (the test above).
+            let text = ours(ACCESS_TEXT, Level::INFO, risky);
+            assert_eq!(
+                untimed(&text),
+                untimed(&through_tracing(false, Level::INFO, risky))
+            );
+        }
+        assert!(nothing_to_escape("é ü \u{a0} \u{100}".as_bytes()));
     }
 
     #[test]
