@@ -1,13 +1,15 @@
 //! webui: the mining speed, live, in a browser.
 //!
 //! `GET /json` reads the counters from Redis: coins in the wallet, hashes
-//! done, and the time, as in the classic app. The page (`/index.html`, served
+//! done, and the time, as in the classic app (requests that come together
+//! share one read). The page (`/index.html`, served
 //! from assets built into the binary, or from `WEBUI_ASSETS_DIR` for live
 //! editing) gets the last five minutes from `/history` and then a new status
 //! every second from `/events`, both made by the [`sampler`], which reads
 //! Redis on its own.
 
 mod assets;
+mod counters;
 pub mod history;
 pub mod sampler;
 
@@ -27,6 +29,7 @@ use dockercoins::redis::Redis;
 use dockercoins::{CancellationToken, Service};
 use serde::Serialize;
 
+use crate::counters::SharedReads;
 use crate::sampler::Live;
 
 pub const ABOUT: &str = "DockerCoins webui: the mining speed, live, in a browser";
@@ -49,7 +52,7 @@ pub struct Config {
 
 #[derive(Clone)]
 struct Webui {
-    redis: Redis,
+    counters: SharedReads,
     live: Arc<Live>,
     shutdown: CancellationToken,
 }
@@ -74,7 +77,7 @@ pub fn app(config: &Config, redis: Redis, live: Arc<Live>, shutdown: Cancellatio
         .route("/history", get(history))
         .route("/events", get(events))
         .with_state(Webui {
-            redis,
+            counters: SharedReads::new(redis),
             live,
             shutdown,
         })
@@ -82,7 +85,7 @@ pub fn app(config: &Config, redis: Redis, live: Arc<Live>, shutdown: Cancellatio
 }
 
 /// What `/json` answers, as the classic app does (but with `hashes` a number).
-#[derive(Serialize, Debug, PartialEq)]
+#[derive(Serialize, Debug, PartialEq, Clone, Copy)]
 pub struct Counters {
     pub coins: u64,
     pub hashes: u64,
@@ -90,11 +93,9 @@ pub struct Counters {
 }
 
 async fn json(State(webui): State<Webui>) -> Response {
-    match read_counters(&webui.redis).await {
+    match webui.counters.read().await {
         Ok(counters) => Json(counters).into_response(),
         Err(err) => {
-            tracing::warn!("cannot read the counters: {err}");
-            metrics::counter!("webui_redis_errors_total").increment(1);
             let body = serde_json::json!({ "error": format!("redis unreachable: {err}") });
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
