@@ -17,12 +17,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use clap::Args;
 use dockercoins::http::Readiness;
 use dockercoins::redis::Redis;
@@ -50,7 +50,8 @@ pub struct Config {
     pub assets_dir: Option<PathBuf>,
 }
 
-#[derive(Clone)]
+/// What the handlers share, behind one `Arc`: axum clones the state for
+/// every request, and one reference count costs less than three.
 struct Webui {
     counters: SharedReads,
     live: Arc<Live>,
@@ -76,42 +77,38 @@ pub fn app(config: &Config, redis: Redis, live: Arc<Live>, shutdown: Cancellatio
         .route("/json", get(json))
         .route("/history", get(history))
         .route("/events", get(events))
-        .with_state(Webui {
+        .with_state(Arc::new(Webui {
             counters: SharedReads::new(redis),
             live,
             shutdown,
-        })
+        }))
         .fallback_service(assets::service(config.assets_dir.as_deref()))
 }
 
 /// What `/json` answers, as the classic app does (but with `hashes` a number).
-#[derive(Serialize, Debug, PartialEq, Clone, Copy)]
+#[derive(Serialize, Debug, PartialEq)]
 pub struct Counters {
     pub coins: u64,
     pub hashes: u64,
     pub now: f64,
 }
 
-async fn json(State(webui): State<Webui>) -> Response {
-    match webui.counters.read().await {
-        Ok(counters) => Json(counters).into_response(),
-        Err(err) => {
-            let body = serde_json::json!({ "error": format!("redis unreachable: {err}") });
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-        }
-    }
+async fn json(State(webui): State<Arc<Webui>>) -> Response {
+    let answer = webui.counters.read().await;
+    let json = HeaderValue::from_static("application/json");
+    (answer.status, [(header::CONTENT_TYPE, json)], answer.json).into_response()
 }
 
 /// The speed over the last five minutes and the latest status, for a page
 /// that opens: `{"series": {"time": [...], "speed": [...]}, "status": {...}}`.
-async fn history(State(webui): State<Webui>) -> Response {
+async fn history(State(webui): State<Arc<Webui>>) -> Response {
     let json = webui.live.history_json();
     ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
 /// A server-sent event stream: `history` at once, then `update` every second
 /// with the latest status (see [`history::Status`]).
-async fn events(State(webui): State<Webui>) -> impl IntoResponse {
+async fn events(State(webui): State<Arc<Webui>>) -> impl IntoResponse {
     Sse::new(webui.live.events(webui.shutdown.clone()))
 }
 

@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{Request, StatusCode, header};
 use dockercoins::CancellationToken;
 use dockercoins::redis::Redis;
 use dockercoins::test_support::RedisServer;
@@ -35,12 +35,14 @@ fn app(redis_url: &str) -> (Router, CancellationToken) {
     (webui::app(&config, redis, live, shutdown.clone()), shutdown)
 }
 
+/// `/json`'s status and body; every answer, 200 or not, is JSON.
 async fn get_json(app: Router) -> (StatusCode, String) {
     let request = Request::get("/json")
         .body(Body::empty())
         .expect("a request");
     let response = app.oneshot(request).await.expect("a response");
     let status = response.status();
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
     let body = response
         .into_body()
         .collect()
