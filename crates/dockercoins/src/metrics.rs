@@ -89,9 +89,9 @@ pub const METRICS: [Metric; 17] = [
     metric("worker", "worker_coins_unflushed", Kind::Gauge, "",
         "Coins found that are not in Redis' wallet yet."),
     metric("webui", "webui_redis_duration_seconds", Kind::Histogram, "",
-        "Time to read the counters from Redis (every second, and for each GET /json)."),
+        "Time to read the counters from Redis (four times a second, and for GET /json: one read answers every request that waited for it)."),
     metric("webui", "webui_redis_errors_total", Kind::Counter, "",
-        "Failed reads of the counters from Redis for GET /json."),
+        "Failed reads of the counters from Redis for GET /json (one read answers every request that waited for it; each of them gets a 503)."),
     metric("webui", "webui_redis_up", Kind::Gauge, "",
         "1 if the last read of the counters (every second) worked, 0 if not."),
 ];

@@ -1,13 +1,15 @@
 //! webui: the mining speed, live, in a browser.
 //!
 //! `GET /json` reads the counters from Redis: coins in the wallet, hashes
-//! done, and the time, as in the classic app. The page (`/index.html`, served
+//! done, and the time, as in the classic app (requests that come together
+//! share one read). The page (`/index.html`, served
 //! from assets built into the binary, or from `WEBUI_ASSETS_DIR` for live
 //! editing) gets the last five minutes from `/history` and then a new status
 //! every second from `/events`, both made by the [`sampler`], which reads
 //! Redis on its own.
 
 mod assets;
+mod counters;
 pub mod history;
 pub mod sampler;
 
@@ -15,18 +17,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use clap::Args;
 use dockercoins::http::Readiness;
 use dockercoins::redis::Redis;
 use dockercoins::{CancellationToken, Service};
 use serde::Serialize;
 
+use crate::counters::SharedReads;
 use crate::sampler::Live;
 
 pub const ABOUT: &str = "DockerCoins webui: the mining speed, live, in a browser";
@@ -47,9 +50,10 @@ pub struct Config {
     pub assets_dir: Option<PathBuf>,
 }
 
-#[derive(Clone)]
+/// What the handlers share, behind one `Arc`: axum clones the state for
+/// every request, and one reference count costs less than three.
 struct Webui {
-    redis: Redis,
+    counters: SharedReads,
     live: Arc<Live>,
     shutdown: CancellationToken,
 }
@@ -73,11 +77,11 @@ pub fn app(config: &Config, redis: Redis, live: Arc<Live>, shutdown: Cancellatio
         .route("/json", get(json))
         .route("/history", get(history))
         .route("/events", get(events))
-        .with_state(Webui {
-            redis,
+        .with_state(Arc::new(Webui {
+            counters: SharedReads::new(redis),
             live,
             shutdown,
-        })
+        }))
         .fallback_service(assets::service(config.assets_dir.as_deref()))
 }
 
@@ -89,28 +93,22 @@ pub struct Counters {
     pub now: f64,
 }
 
-async fn json(State(webui): State<Webui>) -> Response {
-    match read_counters(&webui.redis).await {
-        Ok(counters) => Json(counters).into_response(),
-        Err(err) => {
-            tracing::warn!("cannot read the counters: {err}");
-            metrics::counter!("webui_redis_errors_total").increment(1);
-            let body = serde_json::json!({ "error": format!("redis unreachable: {err}") });
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-        }
-    }
+async fn json(State(webui): State<Arc<Webui>>) -> Response {
+    let answer = webui.counters.read().await;
+    let json = HeaderValue::from_static("application/json");
+    (answer.status, [(header::CONTENT_TYPE, json)], answer.json).into_response()
 }
 
 /// The speed over the last five minutes and the latest status, for a page
 /// that opens: `{"series": {"time": [...], "speed": [...]}, "status": {...}}`.
-async fn history(State(webui): State<Webui>) -> Response {
+async fn history(State(webui): State<Arc<Webui>>) -> Response {
     let json = webui.live.history_json();
     ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
 /// A server-sent event stream: `history` at once, then `update` every second
 /// with the latest status (see [`history::Status`]).
-async fn events(State(webui): State<Webui>) -> impl IntoResponse {
+async fn events(State(webui): State<Arc<Webui>>) -> impl IntoResponse {
     Sse::new(webui.live.events(webui.shutdown.clone()))
 }
 
