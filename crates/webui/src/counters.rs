@@ -72,12 +72,19 @@ impl SharedReads {
 
     /// Reads for the requests waiting, again and again, until none waits.
     async fn read_while_waited_for(self) {
+        // Should the task end any other way (a panic, the runtime stopping),
+        // the requests waiting get a 503 and the next request reads anew.
+        let mut ended = Ended {
+            reads: &self,
+            normally: false,
+        };
         let mut answering = Vec::new();
         loop {
             {
                 let mut waiting = self.lock();
                 if waiting.for_next.is_empty() {
                     waiting.reading = false;
+                    ended.normally = true;
                     return;
                 }
                 mem::swap(&mut waiting.for_next, &mut answering);
@@ -96,6 +103,23 @@ impl SharedReads {
             .waiting
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Ends the reading task: unless it ended normally, no read is in flight any
+/// more, and the requests waiting are dropped (they answer 503).
+struct Ended<'a> {
+    reads: &'a SharedReads,
+    normally: bool,
+}
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        if !self.normally {
+            let mut waiting = self.reads.lock();
+            waiting.reading = false;
+            waiting.for_next.clear();
+        }
     }
 }
 
