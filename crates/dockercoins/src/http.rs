@@ -11,11 +11,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use axum::serve::{IncomingStream, Listener, ListenerExt};
 use tokio::net::TcpListener;
 use tower::Layer;
@@ -49,26 +52,115 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
     }
 }
 
+/// A service's routes: axum's `Router`, built the same way, that also keeps
+/// each route's pattern, so that the request metrics name the route a
+/// request matched without a layer around every route (axum boxes a layered
+/// route anew for each request, and that cost more than the metrics).
+pub struct Routes<S = ()> {
+    router: Router<S>,
+    patterns: Vec<&'static str>,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Routes::new()
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    pub fn new() -> Self {
+        Routes {
+            router: Router::new(),
+            patterns: Vec::new(),
+        }
+    }
+
+    /// `Router::route`.
+    pub fn route(mut self, pattern: &'static str, method_router: MethodRouter<S>) -> Self {
+        self.router = self.router.route(pattern, method_router);
+        self.patterns.push(pattern);
+        self
+    }
+
+    /// `Router::fallback`: its answers are `unmatched` in the metrics.
+    pub fn fallback<H, T>(mut self, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        self.router = self.router.fallback(handler);
+        self
+    }
+
+    /// `Router::fallback_service`: its answers are `unmatched` in the metrics.
+    pub fn fallback_service<T>(mut self, service: T) -> Self
+    where
+        T: TowerService<Request, Error = Infallible> + Clone + Send + Sync + 'static,
+        T::Response: IntoResponse,
+        T::Future: Send + 'static,
+    {
+        self.router = self.router.fallback_service(service);
+        self
+    }
+
+    /// The routes alone, without the operations endpoints and the metrics
+    /// (for tests of a service's own routes).
+    pub fn into_router(self) -> Router<S> {
+        self.router
+    }
+
+    /// `Router::with_state`.
+    pub fn with_state<S2>(self, state: S) -> Routes<S2> {
+        Routes {
+            router: self.router.with_state(state),
+            patterns: self.patterns,
+        }
+    }
+}
+
 /// Adds the operations endpoints and the per-request plumbing to a service's
 /// routes. Tests drive the result with `oneshot`; [`serve`] puts the same
 /// plumbing around the whole router instead, once per connection.
-pub fn with_ops(routes: Router, instance: &str, readiness: Readiness) -> Router {
-    routed(routes, readiness).layer(ObserveLayer {
+pub fn with_ops(routes: Routes, instance: &str, readiness: Readiness) -> Router {
+    let (router, routes) = routed(routes, readiness);
+    router.layer(ObserveLayer {
         instance: instance_header(instance),
+        routes,
     })
 }
 
-/// The service's routes and the operations endpoints, each route marking its
-/// answers with its pattern for [`Observe`].
-fn routed(routes: Router, readiness: Readiness) -> Router {
+/// The service's routes and the operations endpoints, and the patterns of
+/// them all, which [`Observe`] matches each request's path against (with
+/// matchit, as axum does) to name its route in the metrics.
+fn routed(routes: Routes, readiness: Readiness) -> (Router, Arc<RoutePatterns>) {
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready).with_state(readiness))
         .route("/metrics", get(metrics_text));
-    routes
+    let mut patterns = matchit::Router::new();
+    for pattern in routes.patterns.iter().copied().chain(OPS_ROUTES) {
+        // axum took the same pattern already, so it is valid and unique.
+        let _ = patterns.insert(pattern, metrics::HttpRoute::of(pattern));
+    }
+    let router = routes
+        .router
         .merge(ops)
-        .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(MarkRouteLayer)
+        .method_not_allowed_fallback(method_not_allowed);
+    (router, Arc::new(RoutePatterns(patterns)))
+}
+
+/// Every route's pattern, with its metrics.
+struct RoutePatterns(matchit::Router<&'static metrics::HttpRoute>);
+
+impl RoutePatterns {
+    /// The route whose pattern `path` matches (a 405 is counted under its
+    /// route too), or `unmatched`.
+    fn of(&self, path: &str) -> &'static metrics::HttpRoute {
+        match self.0.at(path) {
+            Ok(matched) => matched.value,
+            Err(_) => metrics::HttpRoute::unmatched(),
+        }
+    }
 }
 
 fn instance_header(instance: &str) -> HeaderValue {
@@ -78,15 +170,17 @@ fn instance_header(instance: &str) -> HeaderValue {
 /// Serves `routes` (with [`with_ops`]) until the service's shutdown token is
 /// cancelled, then lets requests in flight finish, waiting at most
 /// `SHUTDOWN_TIMEOUT`.
-pub async fn serve(service: Service, routes: Router, readiness: Readiness) -> Result<(), String> {
+pub async fn serve(service: Service, routes: Routes, readiness: Readiness) -> Result<(), String> {
     let Service {
         instance,
         listener,
         shutdown,
         common,
     } = service;
+    let (router, routes) = routed(routes, readiness);
     let app = MakeObserve {
-        routes: routed(routes, readiness),
+        router,
+        routes,
         instance: instance_header(&instance),
     };
     if let Ok(address) = listener.local_addr() {
@@ -151,17 +245,19 @@ async fn ready(State(readiness): State<Readiness>) -> Response {
 
 // --- the per-request plumbing ---------------------------------------------
 //
-// Plain tower services with futures of their own: no boxed future, no boxed
-// `Next`, no allocation of their own per request (axum's `from_fn` makes
-// several). The metric series are registered once per route, method and
-// status ([`metrics::HttpRoute`]); the access-log line is formatted only when
-// its level is on, straight into the log's queue ([`logging::access`]).
+// A plain tower service with a future of its own: no boxed future, no boxed
+// `Next`, no allocation of its own per request (axum's `from_fn` makes
+// several), and no layer around each route. The metric series are registered
+// once per route, method and status ([`metrics::HttpRoute`]); the access-log
+// line is formatted only when its level is on, straight into the log's queue
+// ([`logging::access`]).
 
 /// Makes one [`Observe`] per connection, knowing its peer (instead of a
 /// `ConnectInfo` added to every request).
 #[derive(Clone)]
 struct MakeObserve {
-    routes: Router,
+    router: Router,
+    routes: Arc<RoutePatterns>,
     instance: HeaderValue,
 }
 
@@ -179,7 +275,8 @@ where
 
     fn call(&mut self, stream: IncomingStream<'a, L>) -> Self::Future {
         std::future::ready(Ok(Observe {
-            inner: self.routes.clone(),
+            inner: self.router.clone(),
+            routes: self.routes.clone(),
             instance: self.instance.clone(),
             peer: Some(*stream.remote_addr()),
         }))
@@ -190,6 +287,7 @@ where
 #[derive(Clone)]
 struct ObserveLayer {
     instance: HeaderValue,
+    routes: Arc<RoutePatterns>,
 }
 
 impl<S> Layer<S> for ObserveLayer {
@@ -198,6 +296,7 @@ impl<S> Layer<S> for ObserveLayer {
     fn layer(&self, inner: S) -> Observe<S> {
         Observe {
             inner,
+            routes: self.routes.clone(),
             instance: self.instance.clone(),
             peer: None,
         }
@@ -209,6 +308,7 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Clone)]
 struct Observe<S> {
     inner: S,
+    routes: Arc<RoutePatterns>,
     instance: HeaderValue,
     /// The connection's peer; `None` under [`with_ops`], which looks for a
     /// `ConnectInfo` instead.
@@ -239,6 +339,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let start = Instant::now();
         let method = method_index(request.method());
+        let route = self.routes.of(request.uri().path());
         let seen = tracing::enabled!(target: "access", Level::INFO).then(|| Seen {
             peer: self.peer.or_else(|| {
                 request
@@ -254,6 +355,7 @@ where
             inner: self.inner.call(request),
             start,
             method,
+            route,
             seen,
             instance: Some(self.instance.clone()),
         }
@@ -266,6 +368,7 @@ pin_project_lite::pin_project! {
         inner: F,
         start: Instant,
         method: usize,
+        route: &'static metrics::HttpRoute,
         seen: Option<Seen>,
         instance: Option<HeaderValue>,
     }
@@ -284,10 +387,7 @@ where
             response.headers_mut().insert(INSTANCE_HEADER, instance);
         }
         let elapsed = this.start.elapsed();
-        let route = match response.extensions_mut().remove::<RouteMark>() {
-            Some(RouteMark(route)) => route,
-            None => metrics::HttpRoute::unmatched(),
-        };
+        let route = *this.route;
         let status = response.status();
         route.record(*this.method, status.as_u16(), elapsed);
         if let Some(seen) = this.seen.take() {
@@ -409,75 +509,6 @@ fn write_elapsed(out: &mut Vec<u8>, elapsed: Duration) {
     out.push(b'.');
     out.push(b'0' + tenth as u8);
     out.extend_from_slice(unit);
-}
-
-/// Marks each answer of a route with the route's metrics, for [`Observe`]
-/// (which runs before routing, so it cannot see the route on the request).
-#[derive(Clone)]
-struct MarkRouteLayer;
-
-impl<S> Layer<S> for MarkRouteLayer {
-    type Service = MarkRoute<S>;
-
-    fn layer(&self, inner: S) -> MarkRoute<S> {
-        MarkRoute { inner }
-    }
-}
-
-#[derive(Clone)]
-struct MarkRoute<S> {
-    inner: S,
-}
-
-#[derive(Clone, Copy)]
-struct RouteMark(&'static metrics::HttpRoute);
-
-impl<S> TowerService<Request> for MarkRoute<S>
-where
-    S: TowerService<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = MarkRouteFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(|matched| metrics::HttpRoute::of(matched.as_str()));
-        MarkRouteFuture {
-            inner: self.inner.call(request),
-            route,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    struct MarkRouteFuture<F> {
-        #[pin]
-        inner: F,
-        route: Option<&'static metrics::HttpRoute>,
-    }
-}
-
-impl<F> Future for MarkRouteFuture<F>
-where
-    F: Future<Output = Result<Response, Infallible>>,
-{
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
-        if let Some(route) = *this.route {
-            response.extensions_mut().insert(RouteMark(route));
-        }
-        Poll::Ready(Ok(response))
-    }
 }
 
 /// The method as an index into [`metrics::HTTP_METHODS`]: the standard

@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::routing::get;
-use dockercoins::http::{Readiness, not_found, serve};
+use dockercoins::http::{Readiness, Routes, not_found, serve};
 use dockercoins::metrics::{METRICS, markdown_table};
 use dockercoins::{CancellationToken, Service};
 
@@ -30,7 +29,7 @@ struct Served {
 }
 
 /// Serves `routes` as a service does, with `args` as its command line.
-async fn start(routes: Router, args: &[&str]) -> Served {
+async fn start(routes: Routes, args: &[&str]) -> Served {
     dockercoins::metrics::install();
     let cli = dockercoins::parse_from::<NoKnobs, _, _>(
         "test",
@@ -78,7 +77,7 @@ fn value(metrics: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn requests_are_counted_by_route_method_and_status() {
-    let routes = Router::new()
+    let routes = Routes::new()
         .route("/items/{id}", get(|| async { "item\n" }))
         .fallback(not_found);
     let served = start(routes, &[]).await;
@@ -159,7 +158,7 @@ async fn requests_are_counted_by_route_method_and_status() {
 
 #[tokio::test]
 async fn a_stop_lets_requests_in_flight_finish_and_refuses_new_ones() {
-    let routes = Router::new().route(
+    let routes = Routes::new().route(
         "/slow",
         get(|| async {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -197,7 +196,7 @@ async fn a_stop_lets_requests_in_flight_finish_and_refuses_new_ones() {
 
 #[tokio::test]
 async fn shutdown_timeout_bounds_the_wait_for_requests_that_never_end() {
-    let routes = Router::new().route(
+    let routes = Routes::new().route(
         "/forever",
         get(|| async {
             tokio::time::sleep(Duration::from_secs(60)).await;

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -16,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
 use dockercoins::Service;
-use dockercoins::http::{Readiness, not_found};
+use dockercoins::http::{Readiness, Routes, not_found};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
 
@@ -47,9 +46,9 @@ pub async fn run(config: Config, service: Service) -> Result<(), String> {
 }
 
 /// The routes, without the operations endpoints.
-pub fn app(config: Config, instance: &str) -> Router {
+pub fn app(config: Config, instance: &str) -> Routes {
     let running = format!("HASHER running on {instance}\n");
-    Router::new()
+    Routes::new()
         .route("/", get(|| async move { running }).post(hash))
         .fallback(not_found)
         .with_state(Arc::new(config))

@@ -9,13 +9,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
-use dockercoins::http::{Readiness, not_found};
+use dockercoins::http::{Readiness, Routes, not_found};
 use dockercoins::{CancellationToken, Service};
 use tokio::sync::Semaphore;
 
@@ -52,7 +51,7 @@ pub async fn run(config: Config, service: Service) -> Result<(), String> {
 }
 
 /// The routes, without the operations endpoints.
-pub fn app(config: Config, instance: &str, shutdown: CancellationToken) -> Router {
+pub fn app(config: Config, instance: &str, shutdown: CancellationToken) -> Routes {
     let line = (config.concurrency > 0).then(|| Arc::new(Semaphore::new(config.concurrency)));
     let rng = Arc::new(Rng {
         config,
@@ -60,7 +59,7 @@ pub fn app(config: Config, instance: &str, shutdown: CancellationToken) -> Route
         line,
         shutdown,
     });
-    Router::new()
+    Routes::new()
         .route("/", get(index))
         .route("/{how_many_bytes}", get(random_bytes))
         .fallback(not_found)

@@ -17,14 +17,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
-use dockercoins::http::Readiness;
+use dockercoins::http::{Readiness, Routes};
 use dockercoins::redis::Redis;
 use dockercoins::{CancellationToken, Service};
 use serde::Serialize;
@@ -68,8 +67,8 @@ pub async fn run(config: Config, service: Service) -> Result<(), String> {
 /// The routes, without the operations endpoints. `live` is what the sampler
 /// knows; `shutdown` ends the event streams so that open pages never hold up
 /// a stop.
-pub fn app(config: &Config, redis: Redis, live: Arc<Live>, shutdown: CancellationToken) -> Router {
-    Router::new()
+pub fn app(config: &Config, redis: Redis, live: Arc<Live>, shutdown: CancellationToken) -> Routes {
+    Routes::new()
         .route(
             "/",
             get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/index.html")]) }),

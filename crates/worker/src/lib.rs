@@ -13,11 +13,10 @@ mod ledger;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::http::Uri;
 use bytes::Bytes;
 use clap::Args;
-use dockercoins::http::{Readiness, not_found};
+use dockercoins::http::{Readiness, Routes, not_found};
 use dockercoins::redis::Redis;
 use dockercoins::{CancellationToken, Service};
 use sha2::{Digest, Sha256};
@@ -93,7 +92,7 @@ pub async fn run(config: Config, service: Service) -> Result<(), String> {
     // The worker listens only for the operations endpoints.
     let ops = dockercoins::http::serve(
         service,
-        Router::new().fallback(not_found),
+        Routes::new().fallback(not_found),
         Readiness::Redis(redis.clone()),
     );
     let (served, mined) = tokio::join!(ops, mine(config, instance, redis, shutdown));

@@ -8,7 +8,6 @@
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
@@ -144,9 +143,9 @@ impl Server {
 
 /// A hasher gone wrong: every answer is something other than the SHA-256 of
 /// the body, several of them starting with `0` (what a coin looks like).
-fn garbage_hasher() -> Router {
+fn garbage_hasher() -> dockercoins::http::Routes {
     static CALLS: AtomicU64 = AtomicU64::new(0);
-    Router::new().route(
+    dockercoins::http::Routes::new().route(
         "/",
         post(|| async {
             let zeros = "0".repeat(64);
