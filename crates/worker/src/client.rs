@@ -15,6 +15,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ use hyper_util::client::legacy::connect::{
     Connected, Connection, HttpConnector, capture_connection,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use metrics::Histogram;
 use rand::seq::SliceRandom;
 use tokio::net::TcpStream;
 
@@ -51,6 +53,9 @@ pub struct Client {
     base_url: String,
     timeout: Duration,
     pool: Pool,
+    /// `worker_call_duration_seconds{dependency}`, registered at the first
+    /// call instead of looked up with its label at every call.
+    duration: OnceLock<Histogram>,
 }
 
 impl Client {
@@ -72,6 +77,7 @@ impl Client {
             base_url: base_url.trim_end_matches('/').to_owned(),
             timeout: config.timeout,
             pool: build(config.timeout, config.connection_max_age),
+            duration: OnceLock::new(),
         })
     }
 
@@ -144,7 +150,12 @@ impl Client {
             Ok(result) => result,
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         };
-        metrics::histogram!("worker_call_duration_seconds", "dependency" => dependency)
+        self.duration
+            .get_or_init(|| {
+                // A series registered before the recorder would go nowhere, for good.
+                dockercoins::metrics::install();
+                metrics::histogram!("worker_call_duration_seconds", "dependency" => dependency)
+            })
             .record(start.elapsed().as_secs_f64());
         result.map_err(|err| {
             metrics::counter!("worker_call_errors_total", "dependency" => dependency).increment(1);

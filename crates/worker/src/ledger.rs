@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use dockercoins::CancellationToken;
 use dockercoins::redis::Redis;
+use metrics::{Counter, Gauge};
 use serde::Serialize;
 
 /// Applies one batch: `INCRBY hashes`, `HSET wallet` for each coin, once per
@@ -94,11 +95,17 @@ pub struct Ledger {
     batches: AtomicU64,
     answered: Mutex<BTreeMap<(&'static str, String), u64>>,
     redis_failing: AtomicBool,
+    /// `worker_units_total` and `worker_units_unflushed`, registered once
+    /// instead of looked up at every unit.
+    units_total: Counter,
+    units_unflushed: Gauge,
 }
 
 impl Ledger {
     pub fn new(instance: &str, max_pending_coins: usize) -> Self {
         let process = format!("{:016x}", rand::random::<u64>());
+        // A series registered before the recorder would go nowhere, for good.
+        dockercoins::metrics::install();
         Ledger {
             instance: instance.to_owned(),
             batch_key: format!("dockercoins:batch:{instance}:{process}"),
@@ -113,14 +120,16 @@ impl Ledger {
             batches: AtomicU64::new(0),
             answered: Mutex::new(BTreeMap::new()),
             redis_failing: AtomicBool::new(false),
+            units_total: metrics::counter!("worker_units_total"),
+            units_unflushed: metrics::gauge!("worker_units_unflushed"),
         }
     }
 
     pub fn unit_done(&self) {
         self.units_waiting.fetch_add(1, Ordering::SeqCst);
         self.units_done.fetch_add(1, Ordering::SeqCst);
-        metrics::counter!("worker_units_total").increment(1);
-        metrics::gauge!("worker_units_unflushed").increment(1.0);
+        self.units_total.increment(1);
+        self.units_unflushed.increment(1.0);
     }
 
     pub fn coin_found(&self, hex_hash: String, random_bytes: Bytes) {
@@ -211,7 +220,7 @@ impl Ledger {
                     }
                 }
                 self.units_flushed.fetch_add(batch.units, Ordering::SeqCst);
-                metrics::gauge!("worker_units_unflushed").decrement(batch.units as f64);
+                self.units_unflushed.decrement(batch.units as f64);
                 if self.redis_failing.swap(false, Ordering::SeqCst) {
                     tracing::info!("redis is back; the work done meanwhile is counted");
                 }
