@@ -125,25 +125,23 @@ impl Client {
                 // Not reused: the pool closes it, and a later call opens a new one.
                 connected.poison();
             }
-            let status = response.status();
-            let instance = response
-                .headers()
-                .get(INSTANCE_HEADER)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("unknown")
-                .to_owned();
-            let body = response
-                .into_body()
+            let (head, body) = response.into_parts();
+            let body = body
                 .collect()
                 .await
                 .map_err(|err| error_chain(&err))?
                 .to_bytes();
-            if !status.is_success() {
+            if !head.status.is_success() {
                 let reason = String::from_utf8_lossy(&body);
                 let reason = reason.lines().next().unwrap_or("");
-                return Err(format!("answered {status}: {reason}"));
+                return Err(format!("answered {}: {reason}", head.status));
             }
-            ledger.answered_by(dependency, &instance);
+            let instance = head
+                .headers
+                .get(INSTANCE_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("unknown");
+            ledger.answered_by(dependency, instance);
             Ok(body)
         };
         let result = match tokio::time::timeout(self.timeout, exchange).await {
