@@ -22,7 +22,7 @@ use dockercoins::redis::Redis;
 use dockercoins::{CancellationToken, Service};
 use sha2::{Digest, Sha256};
 
-use crate::client::Client;
+use crate::client::{Client, Connection};
 pub use crate::ledger::{Ledger, Summary};
 
 pub const ABOUT: &str = "DockerCoins worker: mines coins with rng and hasher, counts them in Redis";
@@ -153,8 +153,16 @@ struct Miner {
     ledger: Arc<Ledger>,
 }
 
+/// This loop's connections to rng and hasher, kept from unit to unit.
+#[derive(Default)]
+struct Connections {
+    rng: Connection,
+    hasher: Connection,
+}
+
 async fn work_loop(miner: Arc<Miner>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(miner.config.max_backoff);
+    let mut connections = Connections::default();
     loop {
         tokio::select! {
             biased;
@@ -167,7 +175,7 @@ async fn work_loop(miner: Arc<Miner>, shutdown: CancellationToken) {
             tokio::time::sleep(UNIT_GRACE).await;
         };
         let result = tokio::select! {
-            result = miner.work_once() => result,
+            result = miner.work_once(&mut connections) => result,
             () = stopping => return,
         };
         match result {
@@ -185,10 +193,12 @@ async fn work_loop(miner: Arc<Miner>, shutdown: CancellationToken) {
 }
 
 impl Miner {
-    async fn work_once(&self) -> Result<(), String> {
+    async fn work_once(&self, connections: &mut Connections) -> Result<(), String> {
         tracing::debug!("Doing one unit of work");
-        let random_bytes = self.get_random_bytes().await?;
-        let hex_hash = self.hash_bytes(random_bytes.clone()).await?;
+        let random_bytes = self.get_random_bytes(&mut connections.rng).await?;
+        let hex_hash = self
+            .hash_bytes(&mut connections.hasher, random_bytes.clone())
+            .await?;
         if hex_hash.starts_with('0') {
             // Only a real coin goes to the wallet: a hasher gone wrong must not fill it.
             if hex::encode(Sha256::digest(&random_bytes)) != hex_hash {
@@ -206,18 +216,21 @@ impl Miner {
         Ok(())
     }
 
-    async fn get_random_bytes(&self) -> Result<Bytes, String> {
-        let bytes = self.rng.get(&self.rng_uri, &self.ledger).await?;
+    async fn get_random_bytes(&self, connection: &mut Connection) -> Result<Bytes, String> {
+        let bytes = self
+            .rng
+            .get(connection, &self.rng_uri, &self.ledger)
+            .await?;
         if bytes.len() != 32 {
             return Err(format!("rng answered {} bytes instead of 32", bytes.len()));
         }
         Ok(bytes)
     }
 
-    async fn hash_bytes(&self, data: Bytes) -> Result<String, String> {
+    async fn hash_bytes(&self, connection: &mut Connection, data: Bytes) -> Result<String, String> {
         let body = self
             .hasher
-            .post(&self.hasher_uri, data, &self.ledger)
+            .post(connection, &self.hasher_uri, data, &self.ledger)
             .await?;
         let hex_hash = String::from_utf8_lossy(&body).trim().to_owned();
         let is_sha256 = hex_hash.len() == 64
