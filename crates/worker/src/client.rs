@@ -209,7 +209,9 @@ impl Client {
         let (response, expired) = loop {
             let (open, reused) = match &mut connection.0 {
                 Some(open) if start < open.expiry && !open.sender.is_closed() => (open, true),
-                slot => (slot.insert(self.connect().await?), false),
+                // Boxed: a rare path, which would otherwise make every call's
+                // future as large as a connection attempt's, copied at each call.
+                slot => (slot.insert(Box::pin(self.connect()).await?), false),
             };
             // A kept connection that the other end closed meanwhile is
             // replaced, and the request, not sent, goes on a new one.
