@@ -36,6 +36,7 @@ use hyper_util::rt::TokioIo;
 use metrics::Histogram;
 use rand::seq::SliceRandom;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tower::ServiceExt;
 
 use crate::Config;
@@ -61,9 +62,16 @@ pub struct Client {
     duration: OnceLock<Histogram>,
 }
 
-/// One work loop's connection to one dependency, kept from call to call.
+/// One work loop's connection to one dependency, kept from call to call,
+/// and the deadline of its calls.
 #[derive(Default)]
-pub struct Connection(Option<Open>);
+pub struct Connection {
+    open: Option<Open>,
+    /// One timer, moved on at each call: to a later deadline, that only
+    /// changes a number, where a timer per call was registered with the
+    /// runtime's timers and removed again.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
 
 struct Open {
     sender: SendRequest<Full<Bytes>>,
@@ -170,17 +178,21 @@ impl Client {
     ) -> Result<Bytes, String> {
         let dependency = self.dependency;
         let start = Instant::now();
-        let result = match tokio::time::timeout(
-            self.timeout,
-            self.exchange(connection, request, start, ledger),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => {
+        let deadline = tokio::time::Instant::from_std(start) + self.timeout;
+        let timer = match &mut connection.deadline {
+            Some(timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            none => none.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        let result = tokio::select! {
+            biased;
+            result = self.exchange(&mut connection.open, request, start, ledger) => result,
+            () = timer.as_mut() => {
                 // Cut short, the call may leave a request half-sent or an
                 // answer half-read: its connection is not reused.
-                connection.0 = None;
+                connection.open = None;
                 Err(format!("no answer within {:?}", self.timeout))
             }
         };
@@ -201,13 +213,13 @@ impl Client {
     /// the answer.
     async fn exchange(
         &self,
-        connection: &mut Connection,
+        connection: &mut Option<Open>,
         mut request: Request<Full<Bytes>>,
         start: Instant,
         ledger: &Ledger,
     ) -> Result<Bytes, String> {
         let (response, expired) = loop {
-            let (open, reused) = match &mut connection.0 {
+            let (open, reused) = match &mut *connection {
                 Some(open) if start < open.expiry && !open.sender.is_closed() => (open, true),
                 // Boxed: a rare path, which would otherwise make every call's
                 // future as large as a connection attempt's, copied at each call.
@@ -216,7 +228,7 @@ impl Client {
             // A kept connection that the other end closed meanwhile is
             // replaced, and the request, not sent, goes on a new one.
             if let Err(err) = open.sender.ready().await {
-                connection.0 = None;
+                *connection = None;
                 if reused {
                     continue;
                 }
@@ -225,7 +237,7 @@ impl Client {
             match open.sender.try_send_request(request).await {
                 Ok(response) => break (response, Instant::now() >= open.expiry),
                 Err(mut err) => {
-                    connection.0 = None;
+                    *connection = None;
                     request = match err.take_message() {
                         Some(unsent) if reused => unsent,
                         Some(_) => {
@@ -244,13 +256,13 @@ impl Client {
         let body = match body.collect().await {
             Ok(body) => body.to_bytes(),
             Err(err) => {
-                connection.0 = None;
+                *connection = None;
                 return Err(error_chain(&err));
             }
         };
         if expired {
             // Dropped, it is closed; a later call opens a new one.
-            connection.0 = None;
+            *connection = None;
         }
         if !head.status.is_success() {
             let reason = String::from_utf8_lossy(&body);
