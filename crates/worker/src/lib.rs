@@ -21,6 +21,7 @@ use dockercoins::http::{Readiness, not_found};
 use dockercoins::redis::Redis;
 use dockercoins::{CancellationToken, Service};
 use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
 
 use crate::client::{Client, Connection};
 pub use crate::ledger::{Ledger, Summary};
@@ -130,11 +131,28 @@ pub async fn mine(
         redis,
         stop_flushing.clone(),
     ));
-    let loops: Vec<_> = (0..miner.config.concurrency)
-        .map(|_| tokio::spawn(work_loop(miner.clone(), shutdown.clone())))
-        .collect();
-    for work in loops {
-        let _ = work.await;
+    let mut loops = JoinSet::new();
+    for _ in 0..miner.config.concurrency {
+        loops.spawn(work_loop(miner.clone(), shutdown.clone()));
+    }
+    // After a stop is asked for, each loop ends after its unit in progress;
+    // those still at it after UNIT_GRACE are stopped where they are. (The
+    // loops themselves look at `shutdown` only between units: watching it
+    // during each unit took a lock or two each time the unit was polled.)
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(UNIT_GRACE).await;
+    };
+    tokio::pin!(grace_over);
+    loop {
+        tokio::select! {
+            joined = loops.join_next() => if joined.is_none() { break },
+            () = &mut grace_over => {
+                loops.abort_all();
+                while loops.join_next().await.is_some() {}
+                break;
+            }
+        }
     }
     stop_flushing.cancel();
     flusher
@@ -164,21 +182,20 @@ async fn work_loop(miner: Arc<Miner>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(miner.config.max_backoff);
     let mut connections = Connections::default();
     loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            () = dockercoins::delay(miner.config.sleep) => {}
+        if miner.config.sleep.is_zero() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(miner.config.sleep) => {}
+            }
         }
-        // A unit in progress when the stop comes may finish, briefly.
-        let stopping = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(UNIT_GRACE).await;
-        };
-        let result = tokio::select! {
-            result = miner.work_once(&mut connections) => result,
-            () = stopping => return,
-        };
-        match result {
+        // A unit in progress when the stop comes may finish, briefly: `mine`
+        // stops the loops still at it after UNIT_GRACE.
+        match miner.work_once(&mut connections).await {
             Ok(()) => backoff.reset(),
             Err(err) => {
                 let delay = backoff.next();
