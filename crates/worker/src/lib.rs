@@ -216,7 +216,8 @@ impl Miner {
         let hex_hash = self
             .hash_bytes(&mut connections.hasher, random_bytes.clone())
             .await?;
-        if hex_hash.starts_with('0') {
+        if hex_hash.starts_with(b"0") {
+            let hex_hash = String::from_utf8_lossy(&hex_hash).into_owned();
             // Only a real coin goes to the wallet: a hasher gone wrong must not fill it.
             if hex::encode(Sha256::digest(&random_bytes)) != hex_hash {
                 metrics::counter!("worker_call_errors_total", "dependency" => "hasher")
@@ -244,23 +245,34 @@ impl Miner {
         Ok(bytes)
     }
 
-    async fn hash_bytes(&self, connection: &mut Connection, data: Bytes) -> Result<String, String> {
+    /// The SHA-256 of `data` from hasher, in hex: 64 digits and lowercase
+    /// letters (whitespace around them left out), as the answer's bytes.
+    async fn hash_bytes(&self, connection: &mut Connection, data: Bytes) -> Result<Bytes, String> {
         let body = self
             .hasher
             .post(connection, &self.hasher_uri, data, &self.ledger)
             .await?;
+        let hex_hash = body.trim_ascii();
+        if is_sha256_hex(hex_hash) {
+            let start = body.len() - body.trim_ascii_start().len();
+            return Ok(body.slice(start..start + hex_hash.len()));
+        }
+        // Not one as it came: as text, with every kind of whitespace left out.
         let hex_hash = String::from_utf8_lossy(&body).trim().to_owned();
-        let is_sha256 = hex_hash.len() == 64
-            && hex_hash
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !is_sha256 {
+        if !is_sha256_hex(hex_hash.as_bytes()) {
             metrics::counter!("worker_call_errors_total", "dependency" => "hasher").increment(1);
             let shown: String = hex_hash.chars().take(40).collect();
             return Err(format!("hasher answered {shown:?}, not a SHA-256"));
         }
-        Ok(hex_hash)
+        Ok(Bytes::from(hex_hash))
     }
+}
+
+fn is_sha256_hex(text: &[u8]) -> bool {
+    text.len() == 64
+        && text
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// Doubling waits after consecutive errors: 250 ms, 500 ms, 1 s... up to a cap.
