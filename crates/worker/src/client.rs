@@ -196,13 +196,23 @@ impl Client {
                 Err(format!("no answer within {:?}", self.timeout))
             }
         };
+        let end = Instant::now();
+        if connection
+            .open
+            .as_ref()
+            .is_some_and(|open| end >= open.expiry)
+        {
+            // The answer found it expired: dropped, it is closed, and a later
+            // call opens a new one.
+            connection.open = None;
+        }
         self.duration
             .get_or_init(|| {
                 // A series registered before the recorder would go nowhere, for good.
                 dockercoins::metrics::install();
                 metrics::histogram!("worker_call_duration_seconds", "dependency" => dependency)
             })
-            .record(start.elapsed().as_secs_f64());
+            .record(end.saturating_duration_since(start).as_secs_f64());
         result.map_err(|err| {
             metrics::counter!("worker_call_errors_total", "dependency" => dependency).increment(1);
             format!("{dependency} at {}: {err}", self.base_url)
@@ -218,7 +228,7 @@ impl Client {
         start: Instant,
         ledger: &Ledger,
     ) -> Result<Bytes, String> {
-        let (response, expired) = loop {
+        let response = loop {
             let (open, reused) = match &mut *connection {
                 Some(open) if start < open.expiry && !open.sender.is_closed() => (open, true),
                 // Boxed: a rare path, which would otherwise make every call's
@@ -235,7 +245,7 @@ impl Client {
                 return Err(format!("client error (SendRequest): {}", error_chain(&err)));
             }
             match open.sender.try_send_request(request).await {
-                Ok(response) => break (response, Instant::now() >= open.expiry),
+                Ok(response) => break response,
                 Err(mut err) => {
                     *connection = None;
                     request = match err.take_message() {
@@ -260,10 +270,6 @@ impl Client {
                 return Err(error_chain(&err));
             }
         };
-        if expired {
-            // Dropped, it is closed; a later call opens a new one.
-            *connection = None;
-        }
         if !head.status.is_success() {
             let reason = String::from_utf8_lossy(&body);
             let reason = reason.lines().next().unwrap_or("");
