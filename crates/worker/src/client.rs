@@ -6,40 +6,41 @@
 //! resolves the name again and picks one of its addresses at random.
 //!
 //! Each connection gets its own lifetime, between half and all of the maximum
-//! age, and is retired after the answer that finds it expired. Connections are
-//! thus replaced a few at a time: replacing them all at once, every second,
-//! made every unit reconnect at the same moment and, under load, cost the
-//! worker 3 MB of memory in the churn.
+//! age, and is retired (closed, never reused) after the answer that finds it
+//! expired, or before a call if it expired while idle. Connections are thus
+//! replaced a few at a time: replacing them all at once, every second, made
+//! every unit reconnect at the same moment and, under load, cost the worker
+//! 3 MB of memory in the churn.
+//!
+//! Each work loop keeps its own connection to each dependency, a
+//! [`Connection`], used for one call at a time: a loop makes one call at a
+//! time anyway, and a pool shared by the loops cost more per call (its
+//! lookups, locks and wake-ups) than the call itself.
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::http::{Method, Request, Uri, header};
+use axum::http::{HeaderValue, Method, Request, Uri, header};
 use bytes::Bytes;
 use dockercoins::error_chain;
 use dockercoins::http::INSTANCE_HEADER;
 use http_body_util::{BodyExt, Full};
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::Client as HttpClient;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::client::legacy::connect::{
-    Connected, Connection, HttpConnector, capture_connection,
-};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
+use metrics::Histogram;
 use rand::seq::SliceRandom;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
+use tower::ServiceExt;
 
 use crate::Config;
 use crate::ledger::Ledger;
-
-/// A pool of HTTP/1.1 connections. (hyper's client, without reqwest on top:
-/// with the delays off, reqwest parsed each URL three times per call, a
-/// quarter of the worker's time.)
-type Pool = HttpClient<Aging, Full<Bytes>>;
 
 /// Bytes read from a connection at a time: answers are a few hundred bytes
 /// (hyper's default starts at 8 KB per connection).
@@ -49,8 +50,33 @@ pub struct Client {
     /// `rng` or `hasher`: the label of this dependency in logs and metrics.
     dependency: &'static str,
     base_url: String,
+    /// `http://host[:port]`, where connections go.
+    destination: Uri,
+    /// The `Host` header of every request: the host, and the port unless 80.
+    host: HeaderValue,
     timeout: Duration,
-    pool: Pool,
+    max_age: Duration,
+    connector: HttpConnector<ShuffledDns>,
+    /// `worker_call_duration_seconds{dependency}`, registered at the first
+    /// call instead of looked up with its label at every call.
+    duration: OnceLock<Histogram>,
+}
+
+/// One work loop's connection to one dependency, kept from call to call,
+/// and the deadline of its calls.
+#[derive(Default)]
+pub struct Connection {
+    open: Option<Open>,
+    /// One timer, moved on at each call: to a later deadline, that only
+    /// changes a number, where a timer per call was registered with the
+    /// runtime's timers and removed again.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+struct Open {
+    sender: SendRequest<Full<Bytes>>,
+    /// When it is to be retired.
+    expiry: Instant,
 }
 
 impl Client {
@@ -64,177 +90,223 @@ impl Client {
                 "{name}_URL={base_url:?}: only http:// is supported"
             ));
         }
-        if url.host().is_none_or(str::is_empty) {
+        let Some(authority) = url
+            .authority()
+            .filter(|authority| !authority.host().is_empty())
+        else {
             return Err(format!("{name}_URL={base_url:?}: no host"));
-        }
+        };
+        let host = match authority.port_u16() {
+            Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host =
+            HeaderValue::try_from(host).map_err(|err| format!("{name}_URL={base_url:?}: {err}"))?;
+        let destination = Uri::builder()
+            .scheme("http")
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|err| format!("{name}_URL={base_url:?}: {err}"))?;
+        let mut connector = HttpConnector::new_with_resolver(ShuffledDns);
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.timeout.min(Duration::from_secs(2))));
         Ok(Client {
             dependency,
             base_url: base_url.trim_end_matches('/').to_owned(),
+            destination,
+            host,
             timeout: config.timeout,
-            pool: build(config.timeout, config.connection_max_age),
+            max_age: config.connection_max_age,
+            connector,
+            duration: OnceLock::new(),
         })
     }
 
-    /// The URI of `path` under the base URL, parsed once by the caller.
+    /// The URI of `path` under the base URL, parsed once by the caller, in
+    /// the form a request line carries (`/32`: no scheme, no host).
     pub fn uri(&self, path: &str) -> Result<Uri, String> {
         let url = format!("{}{path}", self.base_url);
-        url.parse()
-            .map_err(|err| format!("{} URL {url:?}: {err}", self.dependency))
+        let uri: Uri = url
+            .parse()
+            .map_err(|err| format!("{} URL {url:?}: {err}", self.dependency))?;
+        match uri.path_and_query() {
+            Some(path) => Uri::try_from(path.as_str())
+                .map_err(|err| format!("{} URL {url:?}: {err}", self.dependency)),
+            None => Ok(Uri::from_static("/")),
+        }
     }
 
-    pub async fn get(&self, uri: &Uri, ledger: &Ledger) -> Result<Bytes, String> {
-        let request = Request::get(uri.clone()).body(Full::default());
-        self.call(request, ledger).await
+    pub async fn get(
+        &self,
+        connection: &mut Connection,
+        uri: &Uri,
+        ledger: &Ledger,
+    ) -> Result<Bytes, String> {
+        let mut request = Request::new(Full::default());
+        *request.uri_mut() = uri.clone();
+        request
+            .headers_mut()
+            .insert(header::HOST, self.host.clone());
+        self.call(connection, request, ledger).await
     }
 
-    pub async fn post(&self, uri: &Uri, body: Bytes, ledger: &Ledger) -> Result<Bytes, String> {
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(uri.clone())
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .body(Full::new(body));
-        self.call(request, ledger).await
+    pub async fn post(
+        &self,
+        connection: &mut Connection,
+        uri: &Uri,
+        body: Bytes,
+        ledger: &Ledger,
+    ) -> Result<Bytes, String> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, self.host.clone());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        self.call(connection, request, ledger).await
     }
 
     async fn call(
         &self,
-        request: Result<Request<Full<Bytes>>, axum::http::Error>,
+        connection: &mut Connection,
+        request: Request<Full<Bytes>>,
         ledger: &Ledger,
     ) -> Result<Bytes, String> {
         let dependency = self.dependency;
         let start = Instant::now();
-        let exchange = async {
-            let mut request = request.map_err(|err| error_chain(&err))?;
-            let connection = capture_connection(&mut request);
-            let response = self
-                .pool
-                .request(request)
-                .await
-                .map_err(|err| error_chain(&err))?;
-            let expired = response
-                .extensions()
-                .get::<Expiry>()
-                .is_some_and(|expiry| Instant::now() >= expiry.0);
-            if let (true, Some(connected)) = (expired, &*connection.connection_metadata()) {
-                // Not reused: the pool closes it, and a later call opens a new one.
-                connected.poison();
+        let deadline = tokio::time::Instant::from_std(start) + self.timeout;
+        let timer = match &mut connection.deadline {
+            Some(timer) => {
+                timer.as_mut().reset(deadline);
+                timer
             }
-            let status = response.status();
-            let instance = response
-                .headers()
-                .get(INSTANCE_HEADER)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("unknown")
-                .to_owned();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|err| error_chain(&err))?
-                .to_bytes();
-            if !status.is_success() {
-                let reason = String::from_utf8_lossy(&body);
-                let reason = reason.lines().next().unwrap_or("");
-                return Err(format!("answered {status}: {reason}"));
+            none => none.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        let result = tokio::select! {
+            biased;
+            result = self.exchange(&mut connection.open, request, start, ledger) => result,
+            () = timer.as_mut() => {
+                // Cut short, the call may leave a request half-sent or an
+                // answer half-read: its connection is not reused.
+                connection.open = None;
+                Err(format!("no answer within {:?}", self.timeout))
             }
-            ledger.answered_by(dependency, &instance);
-            Ok(body)
         };
-        let result = match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        };
-        metrics::histogram!("worker_call_duration_seconds", "dependency" => dependency)
-            .record(start.elapsed().as_secs_f64());
+        let end = Instant::now();
+        if connection
+            .open
+            .as_ref()
+            .is_some_and(|open| end >= open.expiry)
+        {
+            // The answer found it expired: dropped, it is closed, and a later
+            // call opens a new one.
+            connection.open = None;
+        }
+        self.duration
+            .get_or_init(|| {
+                // A series registered before the recorder would go nowhere, for good.
+                dockercoins::metrics::install();
+                metrics::histogram!("worker_call_duration_seconds", "dependency" => dependency)
+            })
+            .record(end.saturating_duration_since(start).as_secs_f64());
         result.map_err(|err| {
             metrics::counter!("worker_call_errors_total", "dependency" => dependency).increment(1);
             format!("{dependency} at {}: {err}", self.base_url)
         })
     }
-}
 
-fn build(timeout: Duration, max_age: Duration) -> Pool {
-    let mut connector = HttpConnector::new_with_resolver(ShuffledDns);
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(2))));
-    let mut builder = HttpClient::builder(TokioExecutor::new());
-    builder.http1_read_buf_exact_size(READ_BUFFER);
-    if max_age.is_zero() {
-        builder.pool_max_idle_per_host(0);
+    /// Sends `request` on the loop's connection, or on a new one, and reads
+    /// the answer.
+    async fn exchange(
+        &self,
+        connection: &mut Option<Open>,
+        mut request: Request<Full<Bytes>>,
+        start: Instant,
+        ledger: &Ledger,
+    ) -> Result<Bytes, String> {
+        let response = loop {
+            let (open, reused) = match &mut *connection {
+                Some(open) if start < open.expiry && !open.sender.is_closed() => (open, true),
+                // Boxed: a rare path, which would otherwise make every call's
+                // future as large as a connection attempt's, copied at each call.
+                slot => (slot.insert(Box::pin(self.connect()).await?), false),
+            };
+            // A kept connection that the other end closed meanwhile is
+            // replaced, and the request, not sent, goes on a new one.
+            if let Err(err) = open.sender.ready().await {
+                *connection = None;
+                if reused {
+                    continue;
+                }
+                return Err(format!("client error (SendRequest): {}", error_chain(&err)));
+            }
+            match open.sender.try_send_request(request).await {
+                Ok(response) => break response,
+                Err(mut err) => {
+                    *connection = None;
+                    request = match err.take_message() {
+                        Some(unsent) if reused => unsent,
+                        Some(_) => {
+                            let err = error_chain(err.error());
+                            return Err(format!("client error (Canceled): {err}"));
+                        }
+                        None => {
+                            let err = error_chain(err.error());
+                            return Err(format!("client error (SendRequest): {err}"));
+                        }
+                    };
+                }
+            }
+        };
+        let (head, body) = response.into_parts();
+        let body = match body.collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(err) => {
+                *connection = None;
+                return Err(error_chain(&err));
+            }
+        };
+        if !head.status.is_success() {
+            let reason = String::from_utf8_lossy(&body);
+            let reason = reason.lines().next().unwrap_or("");
+            return Err(format!("answered {}: {reason}", head.status));
+        }
+        let instance = head
+            .headers
+            .get(INSTANCE_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("unknown");
+        ledger.answered_by(self.dependency, instance);
+        Ok(body)
     }
-    builder.build(Aging { connector, max_age })
-}
 
-/// When a connection is to be retired, carried with each of its answers.
-#[derive(Clone, Copy)]
-struct Expiry(Instant);
-
-/// Opens connections with [`ShuffledDns`], each with its [`Expiry`].
-#[derive(Clone)]
-struct Aging {
-    connector: HttpConnector<ShuffledDns>,
-    max_age: Duration,
-}
-
-impl tower::Service<Uri> for Aging {
-    type Response = Aged;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = Pin<Box<dyn Future<Output = Result<Aged, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.connector.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.connector.call(uri);
+    /// A new connection, with its lifetime.
+    async fn connect(&self) -> Result<Open, String> {
+        let io = self
+            .connector
+            .clone()
+            .oneshot(self.destination.clone())
+            .await
+            .map_err(|err| format!("client error (Connect): {}", error_chain(&err)))?;
+        let (sender, connection) = http1::Builder::new()
+            .read_buf_exact_size(Some(READ_BUFFER))
+            .handshake::<TokioIo<TcpStream>, Full<Bytes>>(io)
+            .await
+            .map_err(|err| format!("client error (SendRequest): {}", error_chain(&err)))?;
+        // Reads and writes the connection until it is closed: when its
+        // sender is dropped, or by the other end.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
         let lifetime = self.max_age.mul_f64(rand::random_range(0.5..=1.0));
-        Box::pin(async move {
-            let io = connecting.await?;
-            Ok(Aged {
-                io,
-                expiry: Expiry(Instant::now() + lifetime),
-            })
+        Ok(Open {
+            sender,
+            expiry: Instant::now() + lifetime,
         })
-    }
-}
-
-/// A connection and its [`Expiry`]; reads and writes go straight through.
-struct Aged {
-    io: TokioIo<TcpStream>,
-    expiry: Expiry,
-}
-
-impl Connection for Aged {
-    fn connected(&self) -> Connected {
-        self.io.connected().extra(self.expiry)
-    }
-}
-
-impl Read for Aged {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl Write for Aged {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use dockercoins::CancellationToken;
 use dockercoins::redis::Redis;
+use metrics::{Counter, Gauge};
 use serde::Serialize;
 
 /// Applies one batch: `INCRBY hashes`, `HSET wallet` for each coin, once per
@@ -74,6 +75,14 @@ struct Report<'a> {
     units: u64,
     coins: u64,
     /// Answers received since this worker started, by dependency and instance.
+    rng: &'a BTreeMap<String, u64>,
+    hasher: &'a BTreeMap<String, u64>,
+}
+
+/// Answers received, by instance, from each dependency: looked up by the
+/// instance's name as it came, with no copy of it but the first.
+#[derive(Default)]
+struct Answered {
     rng: BTreeMap<String, u64>,
     hasher: BTreeMap<String, u64>,
 }
@@ -92,13 +101,19 @@ pub struct Ledger {
     coins_found: AtomicU64,
     coins_dropped: AtomicU64,
     batches: AtomicU64,
-    answered: Mutex<BTreeMap<(&'static str, String), u64>>,
+    answered: Mutex<Answered>,
     redis_failing: AtomicBool,
+    /// `worker_units_total` and `worker_units_unflushed`, registered once
+    /// instead of looked up at every unit.
+    units_total: Counter,
+    units_unflushed: Gauge,
 }
 
 impl Ledger {
     pub fn new(instance: &str, max_pending_coins: usize) -> Self {
         let process = format!("{:016x}", rand::random::<u64>());
+        // A series registered before the recorder would go nowhere, for good.
+        dockercoins::metrics::install();
         Ledger {
             instance: instance.to_owned(),
             batch_key: format!("dockercoins:batch:{instance}:{process}"),
@@ -111,16 +126,18 @@ impl Ledger {
             coins_found: AtomicU64::new(0),
             coins_dropped: AtomicU64::new(0),
             batches: AtomicU64::new(0),
-            answered: Mutex::new(BTreeMap::new()),
+            answered: Mutex::new(Answered::default()),
             redis_failing: AtomicBool::new(false),
+            units_total: metrics::counter!("worker_units_total"),
+            units_unflushed: metrics::gauge!("worker_units_unflushed"),
         }
     }
 
     pub fn unit_done(&self) {
         self.units_waiting.fetch_add(1, Ordering::SeqCst);
         self.units_done.fetch_add(1, Ordering::SeqCst);
-        metrics::counter!("worker_units_total").increment(1);
-        metrics::gauge!("worker_units_unflushed").increment(1.0);
+        self.units_total.increment(1);
+        self.units_unflushed.increment(1.0);
     }
 
     pub fn coin_found(&self, hex_hash: String, random_bytes: Bytes) {
@@ -150,10 +167,15 @@ impl Ledger {
     /// Counts which instance of a dependency answered, for the web UI.
     pub fn answered_by(&self, dependency: &'static str, instance: &str) {
         let mut answered = lock(&self.answered);
-        match answered.get_mut(&(dependency, instance.to_owned())) {
+        let by_instance = if dependency == "rng" {
+            &mut answered.rng
+        } else {
+            &mut answered.hasher
+        };
+        match by_instance.get_mut(instance) {
             Some(count) => *count += 1,
             None => {
-                answered.insert((dependency, instance.to_owned()), 1);
+                by_instance.insert(instance.to_owned(), 1);
             }
         }
     }
@@ -211,7 +233,7 @@ impl Ledger {
                     }
                 }
                 self.units_flushed.fetch_add(batch.units, Ordering::SeqCst);
-                metrics::gauge!("worker_units_unflushed").decrement(batch.units as f64);
+                self.units_unflushed.decrement(batch.units as f64);
                 if self.redis_failing.swap(false, Ordering::SeqCst) {
                     tracing::info!("redis is back; the work done meanwhile is counted");
                 }
@@ -276,7 +298,8 @@ impl Ledger {
     }
 
     fn report(&self) -> String {
-        let mut report = Report {
+        let answered = lock(&self.answered);
+        let report = Report {
             instance: &self.instance,
             time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -284,17 +307,9 @@ impl Ledger {
                 .unwrap_or(0.0),
             units: self.units_done.load(Ordering::SeqCst),
             coins: self.coins_found.load(Ordering::SeqCst),
-            rng: BTreeMap::new(),
-            hasher: BTreeMap::new(),
+            rng: &answered.rng,
+            hasher: &answered.hasher,
         };
-        for ((dependency, instance), count) in lock(&self.answered).iter() {
-            let by_instance = if *dependency == "rng" {
-                &mut report.rng
-            } else {
-                &mut report.hasher
-            };
-            by_instance.insert(instance.clone(), *count);
-        }
         serde_json::to_string(&report).unwrap_or_default()
     }
 }

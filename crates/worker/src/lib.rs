@@ -20,8 +20,9 @@ use dockercoins::http::{Readiness, Routes, not_found};
 use dockercoins::redis::Redis;
 use dockercoins::{CancellationToken, Service};
 use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
 
-use crate::client::Client;
+use crate::client::{Client, Connection};
 pub use crate::ledger::{Ledger, Summary};
 
 pub const ABOUT: &str = "DockerCoins worker: mines coins with rng and hasher, counts them in Redis";
@@ -129,11 +130,28 @@ pub async fn mine(
         redis,
         stop_flushing.clone(),
     ));
-    let loops: Vec<_> = (0..miner.config.concurrency)
-        .map(|_| tokio::spawn(work_loop(miner.clone(), shutdown.clone())))
-        .collect();
-    for work in loops {
-        let _ = work.await;
+    let mut loops = JoinSet::new();
+    for _ in 0..miner.config.concurrency {
+        loops.spawn(work_loop(miner.clone(), shutdown.clone()));
+    }
+    // After a stop is asked for, each loop ends after its unit in progress;
+    // those still at it after UNIT_GRACE are stopped where they are. (The
+    // loops themselves look at `shutdown` only between units: watching it
+    // during each unit took a lock or two each time the unit was polled.)
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(UNIT_GRACE).await;
+    };
+    tokio::pin!(grace_over);
+    loop {
+        tokio::select! {
+            joined = loops.join_next() => if joined.is_none() { break },
+            () = &mut grace_over => {
+                loops.abort_all();
+                while loops.join_next().await.is_some() {}
+                break;
+            }
+        }
     }
     stop_flushing.cancel();
     flusher
@@ -152,24 +170,31 @@ struct Miner {
     ledger: Arc<Ledger>,
 }
 
+/// This loop's connections to rng and hasher, kept from unit to unit.
+#[derive(Default)]
+struct Connections {
+    rng: Connection,
+    hasher: Connection,
+}
+
 async fn work_loop(miner: Arc<Miner>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(miner.config.max_backoff);
+    let mut connections = Connections::default();
     loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            () = dockercoins::delay(miner.config.sleep) => {}
+        if miner.config.sleep.is_zero() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(miner.config.sleep) => {}
+            }
         }
-        // A unit in progress when the stop comes may finish, briefly.
-        let stopping = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(UNIT_GRACE).await;
-        };
-        let result = tokio::select! {
-            result = miner.work_once() => result,
-            () = stopping => return,
-        };
-        match result {
+        // A unit in progress when the stop comes may finish, briefly: `mine`
+        // stops the loops still at it after UNIT_GRACE.
+        match miner.work_once(&mut connections).await {
             Ok(()) => backoff.reset(),
             Err(err) => {
                 let delay = backoff.next();
@@ -184,11 +209,14 @@ async fn work_loop(miner: Arc<Miner>, shutdown: CancellationToken) {
 }
 
 impl Miner {
-    async fn work_once(&self) -> Result<(), String> {
+    async fn work_once(&self, connections: &mut Connections) -> Result<(), String> {
         tracing::debug!("Doing one unit of work");
-        let random_bytes = self.get_random_bytes().await?;
-        let hex_hash = self.hash_bytes(random_bytes.clone()).await?;
-        if hex_hash.starts_with('0') {
+        let random_bytes = self.get_random_bytes(&mut connections.rng).await?;
+        let hex_hash = self
+            .hash_bytes(&mut connections.hasher, random_bytes.clone())
+            .await?;
+        if hex_hash.starts_with(b"0") {
+            let hex_hash = String::from_utf8_lossy(&hex_hash).into_owned();
             // Only a real coin goes to the wallet: a hasher gone wrong must not fill it.
             if hex::encode(Sha256::digest(&random_bytes)) != hex_hash {
                 metrics::counter!("worker_call_errors_total", "dependency" => "hasher")
@@ -205,31 +233,45 @@ impl Miner {
         Ok(())
     }
 
-    async fn get_random_bytes(&self) -> Result<Bytes, String> {
-        let bytes = self.rng.get(&self.rng_uri, &self.ledger).await?;
+    async fn get_random_bytes(&self, connection: &mut Connection) -> Result<Bytes, String> {
+        let bytes = self
+            .rng
+            .get(connection, &self.rng_uri, &self.ledger)
+            .await?;
         if bytes.len() != 32 {
             return Err(format!("rng answered {} bytes instead of 32", bytes.len()));
         }
         Ok(bytes)
     }
 
-    async fn hash_bytes(&self, data: Bytes) -> Result<String, String> {
+    /// The SHA-256 of `data` from hasher, in hex: 64 digits and lowercase
+    /// letters (whitespace around them left out), as the answer's bytes.
+    async fn hash_bytes(&self, connection: &mut Connection, data: Bytes) -> Result<Bytes, String> {
         let body = self
             .hasher
-            .post(&self.hasher_uri, data, &self.ledger)
+            .post(connection, &self.hasher_uri, data, &self.ledger)
             .await?;
+        let hex_hash = body.trim_ascii();
+        if is_sha256_hex(hex_hash) {
+            let start = body.len() - body.trim_ascii_start().len();
+            return Ok(body.slice(start..start + hex_hash.len()));
+        }
+        // Not one as it came: as text, with every kind of whitespace left out.
         let hex_hash = String::from_utf8_lossy(&body).trim().to_owned();
-        let is_sha256 = hex_hash.len() == 64
-            && hex_hash
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !is_sha256 {
+        if !is_sha256_hex(hex_hash.as_bytes()) {
             metrics::counter!("worker_call_errors_total", "dependency" => "hasher").increment(1);
             let shown: String = hex_hash.chars().take(40).collect();
             return Err(format!("hasher answered {shown:?}, not a SHA-256"));
         }
-        Ok(hex_hash)
+        Ok(Bytes::from(hex_hash))
     }
+}
+
+fn is_sha256_hex(text: &[u8]) -> bool {
+    text.len() == 64
+        && text
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// Doubling waits after consecutive errors: 250 ms, 500 ms, 1 s... up to a cap.

@@ -210,6 +210,56 @@ async fn connections_are_reused_and_retired_at_their_age() {
     );
 }
 
+/// A call that gets no answer gives up after `WORKER_TIMEOUT`, and its
+/// connection is not used again: mining goes on over a new one.
+#[tokio::test]
+async fn a_call_without_an_answer_times_out_and_mining_goes_on() {
+    let pipeline = Pipeline::start().await;
+    // The first connection is accepted and never answered; the next ones
+    // reach rng.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let target = pipeline.rng.address;
+    let connections = Arc::new(AtomicU64::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        let mut unanswered = Vec::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                unanswered.push(inbound);
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let mut config = pipeline.worker_config(&[
+        "--sleep",
+        "0",
+        "--timeout",
+        "300ms",
+        "--max-backoff",
+        "250ms",
+        "--connection-max-age",
+        "1h",
+    ]);
+    config.rng_url = url;
+    let summary = pipeline.mine(config, Duration::from_millis(1500)).await;
+
+    assert!(summary.units >= 10, "mining did not go on: {summary:?}");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        2,
+        "the unanswered connection, then one for all the other calls"
+    );
+    let mut redis = pipeline.redis.client().await;
+    let hashes: u64 = redis.get("hashes").await.expect("GET hashes");
+    assert_eq!(hashes, summary.units);
+}
+
 #[test]
 fn a_bad_value_names_its_variable() {
     let command = dockercoins::command::<worker::Config>("worker", worker::ABOUT);
