@@ -33,11 +33,18 @@ const OUR_CRATES: [&str; 6] = ["dockercoins", "rng", "hasher", "worker", "webui"
 /// (none is dropped): some 1,000 access-log lines.
 const QUEUED_BYTES: usize = 128 * 1024;
 
+/// How long the writer lets lines gather after writing a batch. A busy
+/// service (one access-log line per request, 100,000 a second) then wakes it
+/// and makes a `write` a few hundred times a second instead of every line or
+/// two; a line logged when nothing else is still goes out at once.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The lines waiting for the writer thread.
 static QUEUE: Queue = Queue {
     state: Mutex::new(Queued {
         bytes: Vec::new(),
         writer_asleep: false,
+        waiting_for_room: 0,
         closed: false,
     }),
     lines: Condvar::new(),
@@ -58,6 +65,8 @@ struct Queue {
 struct Queued {
     bytes: Vec<u8>,
     writer_asleep: bool,
+    /// Logging calls waiting for the writer to take the queued lines.
+    waiting_for_room: usize,
     closed: bool,
 }
 
@@ -174,11 +183,18 @@ fn write_queue(mut out: Box<dyn Write + Send>) {
             return; // closed, and all written
         }
         std::mem::swap(&mut queued.bytes, &mut batch);
+        let closed = queued.closed;
+        let someone_waits = queued.waiting_for_room > 0;
         drop(queued);
-        QUEUE.room.notify_all();
+        if someone_waits {
+            QUEUE.room.notify_all();
+        }
         // Standard output closed: the lines are lost, as they would be anyway.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
         batch.clear();
+        if !closed {
+            std::thread::sleep(LINGER);
+        }
     }
 }
 
@@ -218,10 +234,12 @@ fn enqueue(event: &[u8]) -> io::Result<()> {
 fn enqueue_as(event: &[u8], one_line_already: bool) -> io::Result<()> {
     let mut queued = lock(&QUEUE.state);
     while queued.bytes.len() >= QUEUED_BYTES && !queued.closed {
+        queued.waiting_for_room += 1;
         queued = QUEUE
             .room
             .wait(queued)
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        queued.waiting_for_room -= 1;
     }
     if queued.closed {
         // Before the writer started or after it stopped: written here.
