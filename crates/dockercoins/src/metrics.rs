@@ -93,7 +93,7 @@ pub const METRICS: [Metric; 17] = [
     metric("webui", "webui_redis_errors_total", Kind::Counter, "",
         "Failed reads of the counters from Redis for GET /json (one read answers every request that waited for it; each of them gets a 503)."),
     metric("webui", "webui_redis_up", Kind::Gauge, "",
-        "1 if the last read of the counters (every second) worked, 0 if not."),
+        "1 if the last read of the counters (four times a second) worked, 0 if not."),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
