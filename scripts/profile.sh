@@ -204,21 +204,11 @@ settle() {
   sleep 0.3
 }
 
-# Runs CASE under callgrind with COUNT requests; sets INSTRUCTIONS and
-# REQUESTS (the answers with status 200).
-INSTRUCTIONS=0
-REQUESTS=0
-measure() { # measure CASE COUNT
-  local case_name="$1" count="$2" binary ready path method out requests total
-  local -a post=()
-  read -r binary ready path method <<<"${RUN[$case_name]}"
-  case "$case_name" in
-    worker_unit) measure_worker "$count"; return ;;
-    bare_client) measure_bare_client "$count"; return ;;
-  esac
-  [[ "$method" == get ]] ||
-    post=(--data-binary "@$WORK/body32" -H "Content-Type: application/octet-stream")
-  out="$WORK/$case_name.$count.callgrind"
+# Starts CASE's binary under callgrind, not counting yet, into OUT, and waits
+# until its ready path answers 200; sets SERVER.
+start_counted() { # start_counted CASE OUT
+  local case_name="$1" out="$2" binary ready
+  read -r binary ready _ <<<"${RUN[$case_name]}"
   # shellcheck disable=SC2086 # ENVS holds words
   env PORT="$PORT" INSTANCE=profile RUST_LOG="$SERVICE_LOG" ${ENVS[$case_name]} \
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
@@ -226,11 +216,29 @@ measure() { # measure CASE COUNT
   SERVER=$!
   for _ in $(seq 600); do
     http_status "$ready"
-    [[ "$STATUS" == 200 ]] && break
+    [[ "$STATUS" == 200 ]] && return 0
     kill -0 "$SERVER" 2>/dev/null || die "$case_name exited at start; see $WORK/$case_name.log (KEEP=1)"
     sleep 0.1
   done
-  [[ "$STATUS" == 200 ]] || die "$case_name not ready after 60 s under valgrind"
+  die "$case_name not ready after 60 s under valgrind"
+}
+
+# Runs CASE under callgrind with COUNT requests; sets INSTRUCTIONS and
+# REQUESTS (the answers with status 200).
+INSTRUCTIONS=0
+REQUESTS=0
+measure() { # measure CASE COUNT
+  local case_name="$1" count="$2" path method out requests total
+  local -a post=()
+  read -r _ _ path method <<<"${RUN[$case_name]}"
+  case "$case_name" in
+    worker_unit) measure_worker "$count"; return ;;
+    bare_client) measure_bare_client "$count"; return ;;
+  esac
+  [[ "$method" == get ]] ||
+    post=(--data-binary "@$WORK/body32" -H "Content-Type: application/octet-stream")
+  out="$WORK/$case_name.$count.callgrind"
+  start_counted "$case_name" "$out"
   callgrind_control --instr=on "$SERVER" >/dev/null || die "callgrind_control cannot reach $case_name"
   # One URL per request (the query string is not part of any route); the
   # bodies go to /dev/null, the status codes to the .codes file.
@@ -253,18 +261,7 @@ measure() { # measure CASE COUNT
 measure_worker() { # measure_worker COUNT
   local count="$1" out units0 units1 calls0 total
   out="$WORK/worker_unit.$count.callgrind"
-  # shellcheck disable=SC2086 # ENVS holds words
-  env PORT="$PORT" INSTANCE=profile RUST_LOG="$SERVICE_LOG" ${ENVS[worker_unit]} \
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
-    "$BIN_DIR/worker" >>"$WORK/worker_unit.log" 2>&1 &
-  SERVER=$!
-  for _ in $(seq 600); do
-    http_status /readyz
-    [[ "$STATUS" == 200 ]] && break
-    kill -0 "$SERVER" 2>/dev/null || die "the worker exited at start; see $WORK/worker_unit.log (KEEP=1)"
-    sleep 0.1
-  done
-  [[ "$STATUS" == 200 ]] || die "the worker not ready after 60 s under valgrind"
+  start_counted worker_unit "$out"
   sleep 1 # its connections opened, its first units done
   kill -STOP "$RNG_PID"
   settle

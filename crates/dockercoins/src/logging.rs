@@ -17,7 +17,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::Level;
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -37,7 +37,7 @@ const QUEUED_BYTES: usize = 128 * 1024;
 /// service (one access-log line per request, 100,000 a second) then wakes it
 /// and makes a `write` a few hundred times a second instead of every line or
 /// two; a line logged when nothing else is still goes out at once.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+const LINGER: Duration = Duration::from_millis(2);
 
 /// The lines waiting for the writer thread.
 static QUEUE: Queue = Queue {
@@ -336,8 +336,11 @@ fn format_access(
     };
     line.extend_from_slice(&prefix);
     line.push(b'.');
-    push_digits(line, since.subsec_micros(), 6);
-    let plain = nothing_to_escape(text);
+    // The microseconds, zero-padded to six digits.
+    let mut digits = itoa::Buffer::new();
+    let micros = digits.format(since.subsec_micros());
+    line.extend_from_slice(&b"000000"[micros.len().min(6)..]);
+    line.extend_from_slice(micros.as_bytes());
     if format == ACCESS_JSON {
         line.extend_from_slice(b"Z\",\"level\":\"");
         line.extend_from_slice(level.as_str().as_bytes());
@@ -353,11 +356,7 @@ fn format_access(
             Level::DEBUG => b"Z DEBUG access: ",
             Level::TRACE => b"Z TRACE access: ",
         });
-        if plain {
-            line.extend_from_slice(text);
-        } else {
-            sanitize(&String::from_utf8_lossy(text), line);
-        }
+        let plain = sanitize(text, line);
         line.push(b'\n');
         plain
     }
@@ -372,19 +371,6 @@ fn nothing_to_escape(text: &[u8]) -> bool {
         && !text
             .windows(2)
             .any(|pair| pair[0] == 0xc2 && (0x80..0xa0).contains(&pair[1]))
-}
-
-/// Appends `value` in decimal, zero-padded to `width` digits (at most 10).
-fn push_digits(line: &mut Vec<u8>, mut value: u32, width: usize) {
-    let mut digits = [b'0'; 10];
-    let mut at = digits.len();
-    while value > 0 && at > 0 {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-    }
-    let start = at.min(digits.len() - width.min(digits.len()));
-    line.extend_from_slice(&digits[start..]);
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time in seconds.
@@ -420,26 +406,21 @@ fn date_and_time(unix: u64) -> [u8; 19] {
 }
 
 /// The message with the characters that could steer a terminal escaped, as
-/// tracing's formatter escapes them.
-fn sanitize(message: &str, line: &mut Vec<u8>) {
-    let risky = |ch: char| {
-        matches!(
-            ch,
-            '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
-        )
-    };
-    if !message.contains(risky) {
-        line.extend_from_slice(message.as_bytes());
-        return;
+/// tracing's formatter escapes them; true when it had nothing to escape and
+/// no line break (nearly always: then it is copied as it is).
+fn sanitize(message: &[u8], line: &mut Vec<u8>) -> bool {
+    if nothing_to_escape(message) {
+        line.extend_from_slice(message);
+        return true;
     }
-    for ch in message.chars() {
+    for ch in String::from_utf8_lossy(message).chars() {
         match ch {
             '\x1b' => line.extend_from_slice(b"\\x1b"),
             '\x07' => line.extend_from_slice(b"\\x07"),
             '\x08' => line.extend_from_slice(b"\\x08"),
             '\x0c' => line.extend_from_slice(b"\\x0c"),
             '\x7f' => line.extend_from_slice(b"\\x7f"),
-            ch if risky(ch) => {
+            ch @ '\u{80}'..='\u{9f}' => {
                 let _ = write!(line, "\\u{{{:x}}}", ch as u32);
             }
             ch => {
@@ -448,6 +429,7 @@ fn sanitize(message: &str, line: &mut Vec<u8>) {
             }
         }
     }
+    false
 }
 
 /// Appends one formatted event as one line: inner line breaks become `\n`, `\r`.

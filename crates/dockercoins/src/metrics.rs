@@ -5,7 +5,6 @@
 //! labels and meaning: it gives `/metrics` its `# HELP` lines, and the README's
 //! metrics table is written from it.
 
-use std::cell::RefCell;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -194,28 +193,11 @@ pub struct HttpRoute {
 /// many as the services have route patterns).
 static HTTP_ROUTES: Mutex<Vec<&'static HttpRoute>> = Mutex::new(Vec::new());
 
-thread_local! {
-    /// This thread's copy of [`HTTP_ROUTES`], read without a lock.
-    static HTTP_ROUTES_HERE: RefCell<Vec<&'static HttpRoute>> = const { RefCell::new(Vec::new()) };
-}
-
 impl HttpRoute {
-    /// The metrics of the route with this pattern.
+    /// The metrics of the route with this pattern (registered at its first
+    /// use; the serving plumbing asks once per route, when it starts).
     pub fn of(route: &str) -> &'static HttpRoute {
-        HTTP_ROUTES_HERE.with(|here| {
-            let known = here
-                .try_borrow()
-                .ok()
-                .and_then(|here| here.iter().find(|known| known.route == route).copied());
-            if let Some(found) = known {
-                return found;
-            }
-            let found = Self::shared(route);
-            if let Ok(mut here) = here.try_borrow_mut() {
-                here.push(found);
-            }
-            found
-        })
+        Self::shared(route)
     }
 
     /// The metrics of requests that matched no route.

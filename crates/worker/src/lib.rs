@@ -253,8 +253,7 @@ impl Miner {
             .await?;
         let hex_hash = body.trim_ascii();
         if is_sha256_hex(hex_hash) {
-            let start = body.len() - body.trim_ascii_start().len();
-            return Ok(body.slice(start..start + hex_hash.len()));
+            return Ok(body.slice_ref(hex_hash));
         }
         // Not one as it came: as text, with every kind of whitespace left out.
         let hex_hash = String::from_utf8_lossy(&body).trim().to_owned();
