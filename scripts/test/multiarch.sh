@@ -214,7 +214,8 @@ if [[ "$MODE" == emulated ]]; then
   check "$RUST_ARM64_IMAGE is linux/arm64" test "$(image_platform "$RUST_ARM64_IMAGE")" = linux/arm64
   log "building the four images for linux/arm64 under QEMU (the first compiles the workspace; can take an hour)"
   for svc in "${SERVICES[@]}"; do
-    sed "s|^FROM rust:[^ ]* AS build\$|FROM $RUST_ARM64_IMAGE AS build|" "$ROOT/docker/$svc.Dockerfile" >"$WORK/$svc.Dockerfile"
+    sed "s|^FROM --platform=[$]BUILDPLATFORM rust:[^ ]* AS build\$|FROM $RUST_ARM64_IMAGE AS build|" "$ROOT/docker/$svc.Dockerfile" >"$WORK/$svc.Dockerfile"
+    grep -q "^FROM $RUST_ARM64_IMAGE AS build\$" "$WORK/$svc.Dockerfile" || abort "docker/$svc.Dockerfile: no build stage FROM line to point at $RUST_ARM64_IMAGE"
     t0="$(now)"
     if kit_build --platform linux/arm64 --progress=plain -f "$WORK/$svc.Dockerfile" -t "dockercoins/$svc:$TAG-emulated" "$ROOT" >"$WORK/build-$svc.log" 2>&1; then
       FIGURE[emulated_build]="${FIGURE[emulated_build]:-}$svc $(elapsed "$t0" "$(now)") s; "
@@ -235,7 +236,7 @@ fi
 log "static checks"
 no_literal_triple() { ! grep -nE '^[^#]*(x86_64|aarch64|armv7)-unknown' "$ROOT"/docker/*.Dockerfile; }
 check "no Dockerfile names a target triple" no_literal_triple
-build_stage() { sed -n '/^FROM rust:/,/^FROM scratch/p' "$ROOT/docker/$1.Dockerfile"; }
+build_stage() { sed -n '/^FROM --platform=[$]BUILDPLATFORM rust:/,/^FROM scratch/p' "$ROOT/docker/$1.Dockerfile"; }
 same_build_stages() {
   local svc
   [[ -n "$(build_stage rng)" ]] || return 1
