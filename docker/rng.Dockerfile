@@ -23,7 +23,9 @@ ARG TARGETVARIANT
 # any machine), otherwise cross-compiled with rustup's standard library for
 # the target and Debian's cross linker, much faster than compiling under
 # emulation (docs/platforms.md). The target triple is the builder's own
-# (`rustc --print host-tuple`) with the target's CPU in front.
+# (`rustc --print host-tuple`) with the target's CPU in front. The cross
+# linker is the one of the image's Debian release (not pinned further).
+# hadolint ignore=DL3008
 RUN case "$TARGETARCH$TARGETVARIANT" in \
       amd64) cpu=x86_64 gcc=gcc-x86-64-linux-gnu ;; \
       arm64 | arm64v8) cpu=aarch64 gcc=gcc-aarch64-linux-gnu ;; \

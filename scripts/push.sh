@@ -14,9 +14,9 @@
 #
 # With PLATFORMS (a comma-separated list), each platform is built on its own,
 # as dockercoins/<service>:$TAG-<arch> (linux/arm64 -> $TAG-arm64), by
-# `docker compose build` with DOCKER_DEFAULT_PLATFORM set: a platform other
-# than the machine's is compiled under QEMU user emulation (install
-# qemu-user-static; see docs/platforms.md for how long that takes). Each is
+# `docker compose build` with DOCKER_DEFAULT_PLATFORM set: for a platform
+# other than the machine's, the Dockerfiles' build stage still runs on the
+# machine's own and cross-compiles (no emulation; docs/platforms.md). Each is
 # pushed as $REGISTRY/<service>:$TAG-<arch>, then `docker manifest create` +
 # `docker manifest push` put a manifest list under $REGISTRY/<service>:$TAG
 # that names them all: `docker pull`, `docker service create` and

@@ -239,7 +239,7 @@ check "compose.yaml is valid (docker compose config)" compose config -q
 check "compose.yaml + compose.dev.yaml is valid" compose -f "$ROOT/compose.dev.yaml" config -q
 no_version_key() { ! grep -Eq '^version:' "$ROOT/compose.yaml" "$ROOT/compose.dev.yaml"; }
 check "compose files have no version: key" no_version_key
-build_stage() { sed -n '/^FROM rust:/,/^FROM scratch/p' "$ROOT/docker/$1.Dockerfile"; }
+build_stage() { sed -n '/^FROM .* AS build$/,/^FROM scratch/p' "$ROOT/docker/$1.Dockerfile"; }
 same_build_stages() {
   local svc
   [[ -n "$(build_stage rng)" ]] || return 1

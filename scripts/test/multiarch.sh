@@ -2,18 +2,16 @@
 # The images on linux/arm64, proved on an x86_64 machine with QEMU user emulation.
 #
 # Default mode (the `multiarch` suite of scripts/test.sh):
-#   1. static checks: no literal target triple in the Dockerfiles, the build
-#      stages still identical, hadolint on the Dockerfiles, actionlint and
-#      zizmor on .github/workflows, and the workspace's rust-version: no
+#   1. static checks: the build stages run on the build platform and name no
+#      target triple, hadolint on the Dockerfiles, actionlint and zizmor on
+#      .github/workflows, and the workspace's rust-version: no
 #      dependency built on Linux needs a newer Rust, and it is the version of
 #      the rust:1.95 builder the Dockerfiles name;
-#   2. the four binaries for aarch64-unknown-linux-gnu, cross-compiled on this
-#      machine by Debian's Rust (trixie-backports, libstd-rust-dev:arm64,
-#      gcc-aarch64-linux-gnu) in the seeded builder $RUST_CROSS_IMAGE, with a
-#      target directory cached under $CACHE_DIR; then the arm64 images, from
-#      the runtime stage of the project's Dockerfiles (the same lines, with
-#      the binary copied from the build context instead of the build stage),
-#      built with --platform linux/arm64;
+#   2. the four arm64 images, built as push.sh builds them (`docker compose
+#      build` with DOCKER_DEFAULT_PLATFORM=linux/arm64): the Dockerfiles' build
+#      stage runs on this machine's platform and cross-compiles for aarch64
+#      (rustup's standard library for it, Debian's cross linker), in the
+#      seeded amd64 rust:1.95-slim-bookworm; the runtime stage has no RUN;
 #   3. the arm64 images run under emulation with Compose (compose.yaml, an
 #      own project and ports, redis:7 as seeded): every container healthy,
 #      its process an aarch64 binary run by QEMU, and the workshop's rates from
@@ -28,24 +26,24 @@
 #      rates must be at least MIN_EMULATED_RATIO of the amd64 ones.
 #
 # Emulated mode (`scripts/test/multiarch.sh emulated`, a separate command, not
-# in the suite: it takes long): builds the four images with the project's
-# Dockerfiles for linux/arm64 under QEMU, the build stage's FROM pointed at
-# the seeded arm64 builder $RUST_ARM64_IMAGE (a local image cannot carry the
-# amd64 and the arm64 rust:1.95-slim-bookworm at once), and reports the time.
+# in the suite: it takes hours): what the cross-compiling build stage saves.
+# It builds the four images for linux/arm64 with the project's Dockerfiles,
+# the build stage's FROM pointed at the seeded arm64 builder $RUST_ARM64_IMAGE
+# without --platform=$BUILDPLATFORM, so the compiler itself runs under QEMU
+# (as a build stage without that flag does), and reports the time.
 #
 # Usage: scripts/test/multiarch.sh [emulated]
 # Env:   TAG             image tag (default archtest; images are dockercoins/<service>:$TAG-<arch>)
 #        PROJECT         Compose project name prefix (default dcarch: dcarch-arm64, dcarch-amd64)
 #        WEBUI_PORT, RNG_PORT, HASHER_PORT  published ports (default 8540, 8541, 8542)
 #        REGISTRY_PORT   port of the test registry on 127.0.0.1 (default 5055)
-#        CACHE_DIR       cross-compilation target and crate caches (default /var/cache/dockercoins-multiarch)
 #        LINT_VENV       venv of the pinned linters (default ~/.cache/dockercoins/lint-venv)
 #        RATE_SECONDS    length of each rate measurement (default 20)
 #        RATE1_MIN/MAX   accepted 1-worker rate (default 2.6 / 3.8 hashes/s)
 #        RATE10_MIN/MAX  accepted 10-worker rate (default 7.5 / 10.6 hashes/s: emulation slows rng)
 #        MIN_EMULATED_RATIO  arm64 rate / amd64 rate accepted (default 0.8)
 #        MAX_IMAGE_BYTES largest accepted arm64 image (default 15000000)
-#        RUST_CROSS_IMAGE, RUST_ARM64_IMAGE  the seeded builders (see scripts/test/seed-images.sh)
+#        RUST_ARM64_IMAGE  the seeded arm64 builder of the emulated mode (see scripts/test/seed-images.sh)
 #        SKIP_SEED=1     do not run seed-images.sh / compose-plugin.sh
 
 # Most checks are functions run through check(); shellcheck cannot see those calls.
@@ -69,7 +67,6 @@ export RNG_PORT="${RNG_PORT:-8541}"
 export HASHER_PORT="${HASHER_PORT:-8542}"
 REGISTRY_PORT="${REGISTRY_PORT:-5055}"
 REGISTRY="127.0.0.1:$REGISTRY_PORT"
-CACHE_DIR="${CACHE_DIR:-/var/cache/dockercoins-multiarch}"
 LINT_VENV="${LINT_VENV:-$HOME/.cache/dockercoins/lint-venv}"
 RATE_SECONDS="${RATE_SECONDS:-20}"
 RATE1_MIN="${RATE1_MIN:-2.6}"
@@ -81,7 +78,6 @@ RATE10_MIN="${RATE10_MIN:-7.5}"
 RATE10_MAX="${RATE10_MAX:-10.6}"
 MIN_EMULATED_RATIO="${MIN_EMULATED_RATIO:-0.8}"
 MAX_IMAGE_BYTES="${MAX_IMAGE_BYTES:-15000000}"
-export RUST_CROSS_IMAGE="${RUST_CROSS_IMAGE:-dockercoins-seed/rust-cross:trixie}"
 export RUST_ARM64_IMAGE="${RUST_ARM64_IMAGE:-dockercoins-seed/rust:1.95-slim-bookworm-arm64}"
 SKIP_SEED="${SKIP_SEED:-0}"
 # Engine 20.10 miscounts endpoints when many containers start at once (see compose-e2e.sh).
@@ -190,7 +186,7 @@ done
 if [[ "$SKIP_SEED" != 1 ]]; then
   "$ROOT/scripts/test/compose-plugin.sh"
   if [[ "$MODE" == suite ]]; then
-    "$ROOT/scripts/test/seed-images.sh" rust redis registry rust-cross
+    "$ROOT/scripts/test/seed-images.sh" rust redis registry
   else
     "$ROOT/scripts/test/seed-images.sh" rust-arm64
   fi
@@ -212,9 +208,12 @@ remove_own_tags
 if [[ "$MODE" == emulated ]]; then
   docker image inspect "$RUST_ARM64_IMAGE" >/dev/null 2>&1 || abort "no $RUST_ARM64_IMAGE: run scripts/test/seed-images.sh rust-arm64"
   check "$RUST_ARM64_IMAGE is linux/arm64" test "$(image_platform "$RUST_ARM64_IMAGE")" = linux/arm64
-  log "building the four images for linux/arm64 under QEMU (the first compiles the workspace; can take an hour)"
+  log "building the four images for linux/arm64 under QEMU (the first compiles the workspace; can take hours)"
   for svc in "${SERVICES[@]}"; do
-    sed "s|^FROM --platform=[$]BUILDPLATFORM rust:[^ ]* AS build\$|FROM $RUST_ARM64_IMAGE AS build|" "$ROOT/docker/$svc.Dockerfile" >"$WORK/$svc.Dockerfile"
+    # Caches of its own (id=dcemulated-...): the project's builds, the suite's
+    # among them, neither wait for its locks nor reuse what it compiled.
+    sed -e "s|^FROM --platform=[$]BUILDPLATFORM rust:[^ ]* AS build\$|FROM $RUST_ARM64_IMAGE AS build|" \
+      -e 's|id=dockercoins-|id=dcemulated-|g' "$ROOT/docker/$svc.Dockerfile" >"$WORK/$svc.Dockerfile"
     grep -q "^FROM $RUST_ARM64_IMAGE AS build\$" "$WORK/$svc.Dockerfile" || abort "docker/$svc.Dockerfile: no build stage FROM line to point at $RUST_ARM64_IMAGE"
     t0="$(now)"
     if kit_build --platform linux/arm64 --progress=plain -f "$WORK/$svc.Dockerfile" -t "dockercoins/$svc:$TAG-emulated" "$ROOT" >"$WORK/build-$svc.log" 2>&1; then
@@ -236,15 +235,8 @@ fi
 log "static checks"
 no_literal_triple() { ! grep -nE '^[^#]*(x86_64|aarch64|armv7)-unknown' "$ROOT"/docker/*.Dockerfile; }
 check "no Dockerfile names a target triple" no_literal_triple
-build_stage() { sed -n '/^FROM --platform=[$]BUILDPLATFORM rust:/,/^FROM scratch/p' "$ROOT/docker/$1.Dockerfile"; }
-same_build_stages() {
-  local svc
-  [[ -n "$(build_stage rng)" ]] || return 1
-  for svc in hasher worker webui; do
-    diff -q <(build_stage rng) <(build_stage "$svc") >/dev/null || return 1
-  done
-}
-check "the four build stages are identical" same_build_stages
+build_on_build_platform() { [[ "$(grep -lx 'FROM --platform=[$]BUILDPLATFORM rust:[^ ]* AS build' "$ROOT"/docker/*.Dockerfile | wc -l)" == 4 ]]; }
+check "the four build stages run on the build platform (FROM --platform=\$BUILDPLATFORM)" build_on_build_platform
 
 lint_venv() {
   local tool missing=0
@@ -279,56 +271,32 @@ check "one rust-version for the workspace ($claim)" test "$(grep -c , <<<"$claim
 check "no locked dependency built on Linux needs a newer Rust than $claim (highest: $deps_need)" version_le "${deps_need%% *}" "$claim"
 check "rust-version $claim is the Rust of the builder image (rust:1.95-slim-bookworm has $image_rust)" \
   test "${image_rust%.*}" = "$claim"
-FIGURE[rust_version]="$claim; dependencies need $deps_need; builders: rust:1.95 image $image_rust, cross $(docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$RUST_CROSS_IMAGE" | sed -n 's/^RUST_VERSION=//p')"
+FIGURE[rust_version]="$claim; dependencies need $deps_need; builder: rust:1.95 image $image_rust"
 
-# --- 2. arm64 binaries (cross-compiled) and images -----------------------------------
+# --- 2. the arm64 images, by the Dockerfiles' cross-compiling build stage ---------------
 
-log "cross-compiling the workspace for $TRIPLE in $RUST_CROSS_IMAGE (target dir cached in $CACHE_DIR)"
-mkdir -p "$CACHE_DIR/target" "$CACHE_DIR/cargo-registry" "$CACHE_DIR/cargo-git"
+# What push.sh does for linux/arm64: `docker compose build` with
+# DOCKER_DEFAULT_PLATFORM. The build stage runs on this machine's platform and
+# cross-compiles (rustup's aarch64 standard library, Debian's cross linker);
+# the runtime stage has no RUN, so nothing is emulated while building.
+log "building the four images for linux/arm64 with Compose (the Dockerfiles' cross-compiling build stage)"
 t0="$(now)"
-if docker run --rm --name "dcarch-cross-$$" \
-  -v "$ROOT:/src:ro" -w /src \
-  -v "$CACHE_DIR/target:/target" \
-  -v "$CACHE_DIR/cargo-registry:/usr/local/cargo/registry" \
-  -v "$CACHE_DIR/cargo-git:/usr/local/cargo/git" \
-  -e CARGO_TARGET_DIR=/target \
-  -e CARGO_PROFILE_RELEASE_LTO=off -e CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-  -e RUSTFLAGS="-C target-feature=+crt-static" \
-  "$RUST_CROSS_IMAGE" \
-  cargo build --release --locked --workspace --target "$TRIPLE" >"$WORK/cross.log" 2>&1; then
-  compiled="$(grep -c '^ *Compiling' "$WORK/cross.log" || true)"
-  FIGURE[cross_build]="$(elapsed "$t0" "$(now)") s ($compiled crates compiled)"
-  pass "cross build for $TRIPLE (${FIGURE[cross_build]})"
+if TAG="$TAG-arm64" DOCKER_DEFAULT_PLATFORM=linux/arm64 docker compose --progress plain -p "$PROJECT-arm64" -f "$ROOT/compose.yaml" \
+  build >"$WORK/cross.log" 2>&1; then
+  compiled="$(grep -c ' Compiling ' "$WORK/cross.log" || true)"
+  FIGURE[cross_build]="$(elapsed "$t0" "$(now)") s for the four images ($compiled crates compiled)"
+  pass "cross-compiled build of the four images for linux/arm64 (${FIGURE[cross_build]})"
 else
   tail -n 30 "$WORK/cross.log"
-  abort "cross build for $TRIPLE"
+  abort "docker compose build for linux/arm64"
 fi
-
-# The runtime stage of docker/<svc>.Dockerfile, the binary taken from the context.
-runtime_stage() {
-  sed -n '/^FROM scratch/,$p' "$ROOT/docker/$1.Dockerfile" |
-    sed "s|^COPY --from=build /out/$1 /$1\$|COPY $1 /$1|"
-}
 for svc in "${SERVICES[@]}"; do
-  bin="$CACHE_DIR/target/$TRIPLE/release/$svc"
-  check "$svc is a static AArch64 binary" test "$(elf_machine "$bin")" = 183
-  mkdir -p "$WORK/ctx-$svc"
-  cp "$bin" "$WORK/ctx-$svc/$svc"
-  runtime_stage "$svc" >"$WORK/ctx-$svc/Dockerfile"
-  # Exactly one line differs from the project's runtime stage: the COPY.
-  one_line_differs() {
-    [[ "$(diff <(sed -n '/^FROM scratch/,$p' "$ROOT/docker/$1.Dockerfile") "$WORK/ctx-$1/Dockerfile" | grep -c '^[<>]')" == 2 ]]
-  }
-  check "the $svc image is the Dockerfile's runtime stage, the COPY from the context" one_line_differs "$svc"
-  if kit_build --platform linux/arm64 -q -t "dockercoins/$svc:$TAG-arm64" "$WORK/ctx-$svc" >"$WORK/image-$svc.log" 2>&1; then
-    size="$(docker image inspect -f '{{.Size}}' "dockercoins/$svc:$TAG-arm64")"
-    FIGURE[size_$svc]="$size bytes"
-    check "dockercoins/$svc:$TAG-arm64 is linux/arm64" test "$(image_platform "dockercoins/$svc:$TAG-arm64")" = linux/arm64
-    check "dockercoins/$svc:$TAG-arm64 is at most $MAX_IMAGE_BYTES bytes ($size)" test "$size" -le "$MAX_IMAGE_BYTES"
-  else
-    cat "$WORK/image-$svc.log"
-    fail "building dockercoins/$svc:$TAG-arm64"
-  fi
+  image="dockercoins/$svc:$TAG-arm64"
+  check "$image is linux/arm64" test "$(image_platform "$image")" = linux/arm64
+  check "its /$svc is an AArch64 binary" test "$(image_binary_machine "$image" "$svc")" = 183
+  size="$(docker image inspect -f '{{.Size}}' "$image")"
+  FIGURE[size_$svc]="$size bytes"
+  check "$image is at most $MAX_IMAGE_BYTES bytes ($size)" test "$size" -le "$MAX_IMAGE_BYTES"
 done
 
 # --- 3. run them with Compose: arm64 under emulation, later amd64 the same way --------

@@ -11,14 +11,15 @@
 #   rust:1.95-slim-bookworm  gcc, libc6-dev, this machine's Rust toolchain laid
 #                            out like the official image (/usr/local/rustup,
 #                            /usr/local/cargo/bin on PATH) and this machine's CA
-#                            bundle, so cargo reaches crates.io through the
-#                            intercepting proxy
+#                            bundle, so cargo and rustup reach their servers
+#                            through the intercepting proxy
 #   redis:7                  Debian's redis-server + redis-cli, with an
 #                            entrypoint that behaves like the official one
 #   registry:2               Debian's docker-registry (Distribution 2.8) on
 #                            :5000, no auth
 #
-# Two more, for the arm64 tests (scripts/test/multiarch.sh), only when asked for:
+# One more, for the emulated arm64 build (scripts/test/multiarch.sh emulated),
+# only when asked for:
 #
 #   rust-arm64  $RUST_ARM64_IMAGE, a linux/arm64 Rust builder: Debian trixie
 #               arm64 with gcc, libc6-dev and rustc/cargo from trixie-backports
@@ -26,16 +27,13 @@
 #               the official image's CARGO_HOME and this machine's CA bundle.
 #               Its own tag: the engine keeps one image per tag, and the amd64
 #               rust:1.95-slim-bookworm must stay. Runs under QEMU (binfmt).
-#   rust-cross  $RUST_CROSS_IMAGE, an amd64 builder that cross-compiles for
-#               arm64: trixie with rustc/cargo and libstd-rust-dev:arm64 from
-#               trixie-backports and gcc-aarch64-linux-gnu.
 #
 # An image that already exists is left alone: a seeded one (label
 # org.dockercoins.seeded) of the current seed version, or a real one (no label).
 # Root filesystems are cached under $SEED_CACHE_DIR, so a re-run after
 # `docker rmi` only re-imports. Needs root (debootstrap).
 #
-# Usage: scripts/test/seed-images.sh [rust|redis|registry|rust-arm64|rust-cross ...]   (default: the first three)
+# Usage: scripts/test/seed-images.sh [rust|redis|registry|rust-arm64 ...]   (default: the first three)
 # Env:   SEED_CACHE_DIR  (default /var/cache/dockercoins-seed)
 #        DEBIAN_MIRROR   (default: debootstrap's own mirror)
 #        DEBIAN_SUITE    (default bookworm)
@@ -43,11 +41,10 @@
 #        REDIS_IMAGE     (default redis:7)
 #        REGISTRY_IMAGE  (default registry:2)
 #        RUST_ARM64_IMAGE (default dockercoins-seed/rust:1.95-slim-bookworm-arm64)
-#        RUST_CROSS_IMAGE (default dockercoins-seed/rust-cross:trixie)
 #        SEED_FORCE=1    re-import seeded images even if present (never replaces real ones)
 set -euo pipefail
 
-usage() { echo "usage: $0 [rust|redis|registry|rust-arm64|rust-cross ...]   (seeds local look-alikes of the public base images; default: all)"; }
+usage() { echo "usage: $0 [rust|redis|registry|rust-arm64 ...]   (seeds local look-alikes of the public base images; default: all)"; }
 
 SEED_CACHE_DIR="${SEED_CACHE_DIR:-/var/cache/dockercoins-seed}"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-}"
@@ -56,7 +53,6 @@ RUST_IMAGE="${RUST_IMAGE:-rust:1.95-slim-bookworm}"
 REDIS_IMAGE="${REDIS_IMAGE:-redis:7}"
 REGISTRY_IMAGE="${REGISTRY_IMAGE:-registry:2}"
 RUST_ARM64_IMAGE="${RUST_ARM64_IMAGE:-dockercoins-seed/rust:1.95-slim-bookworm-arm64}"
-RUST_CROSS_IMAGE="${RUST_CROSS_IMAGE:-dockercoins-seed/rust-cross:trixie}"
 SEED_FORCE="${SEED_FORCE:-0}"
 # Bump a look-alike's number when what it contains changes: an older seeded
 # image is then re-imported. (Each has its own: a new rust image would make
@@ -66,7 +62,7 @@ seed_version() {
     rust) echo 1 ;;
     redis) echo 2 ;;
     registry) echo 1 ;;
-    rust-arm64 | rust-cross) echo 1 ;;
+    rust-arm64) echo 1 ;;
   esac
 }
 SEED_LABEL=org.dockercoins.seeded
@@ -78,7 +74,7 @@ targets=()
 for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
-    rust | redis | registry | rust-arm64 | rust-cross) targets+=("$arg") ;;
+    rust | redis | registry | rust-arm64) targets+=("$arg") ;;
     *) usage >&2; exit 2 ;;
   esac
 done
@@ -209,7 +205,7 @@ SETTINGS
     done
   fi
   chmod -R a+w "$root/usr/local/rustup" "$root/usr/local/cargo"
-  # HTTPS to crates.io is intercepted here with a private CA: the builder
+  # HTTPS to the crate registry is intercepted here with a private CA: the builder
   # look-alike (never the project's images) carries this machine's bundle.
   mkdir -p "$root/etc/ssl/certs"
   install -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
@@ -325,7 +321,7 @@ seed_registry() {
     -c 'CMD ["/etc/docker/registry/config.yml"]'
 }
 
-# --- rust-arm64 and rust-cross (trixie + trixie-backports) -------------------
+# --- rust-arm64 (trixie + trixie-backports) -----------------------------------
 
 # Adds trixie-backports to a trixie root, from the mirror debootstrap used,
 # then installs packages ($2...) from it inside the root ($1).
@@ -357,12 +353,6 @@ customise_rust_arm64() {
   cargo_home_and_ca "$1"
 }
 
-customise_rust_cross() {
-  chroot "$1" dpkg --add-architecture arm64
-  backports_install "$1" rustc cargo libstd-rust-dev:arm64
-  cargo_home_and_ca "$1"
-}
-
 # The emulated arm64 tools need binfmt_misc with qemu-aarch64 (flag F: also in containers).
 ensure_qemu() {
   if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
@@ -375,11 +365,6 @@ ensure_qemu() {
   fi
   [[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] || die "rust-arm64: qemu-aarch64 is not registered with binfmt_misc"
 }
-
-rust_env=(
-  -c "ENV CARGO_HOME=/usr/local/cargo"
-  -c "ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-)
 
 seed_rust-arm64() {
   ensure_qemu
@@ -406,17 +391,6 @@ DOCKERFILE
   [[ $rc -eq 0 ]] || die "rust-arm64: docker build --platform linux/arm64 failed"
 }
 
-seed_rust-cross() {
-  make_root rust-cross customise_rust_cross ca-certificates,gcc,libc6-dev,gcc-aarch64-linux-gnu,libc6-dev-arm64-cross "" trixie
-  local version
-  version="$(chroot "$SEED_CACHE_DIR/rust-cross/rootfs" rustc --version | awk '{print $2}')"
-  import_root rust-cross "$RUST_CROSS_IMAGE" "${rust_env[@]}" \
-    -c "ENV RUST_VERSION=$version" \
-    -c "ENV CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc" \
-    -c "ENV CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc" \
-    -c 'CMD ["bash"]'
-}
-
 # A docker client that builds with BuildKit and --platform: Debian's 20.10
 # client (/usr/bin/docker) when the first one on PATH has no buildx.
 legacy_docker() {
@@ -438,7 +412,6 @@ for target in "${targets[@]}"; do
     redis) image="$REDIS_IMAGE" ;;
     registry) image="$REGISTRY_IMAGE" ;;
     rust-arm64) image="$RUST_ARM64_IMAGE" ;;
-    rust-cross) image="$RUST_CROSS_IMAGE" ;;
   esac
   t0=$SECONDS
   state="$(image_state "$image" "$target")"
