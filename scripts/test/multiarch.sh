@@ -147,12 +147,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 summary() {
-  local svc suffix=arm64
-  [[ "$MODE" != emulated ]] || suffix=emulated
+  local svc
   echo
   echo "=== DockerCoins multiarch summary ($MODE) ==="
   for svc in "${SERVICES[@]}"; do
-    [[ -z "${FIGURE[size_$svc]:-}" ]] || printf '  image dockercoins/%-7s %s\n' "$svc:$TAG-$suffix" "${FIGURE[size_$svc]}"
+    [[ -z "${FIGURE[size_$svc]:-}" ]] || echo "  image ${FIGURE[size_$svc]}"
   done
   local key
   for key in lint rust_version cross_build emulated_build rate1 rate10 manifest pull_arm64 pull_amd64; do
@@ -222,7 +221,7 @@ if [[ "$MODE" == emulated ]]; then
       pass "emulated build of $svc for linux/arm64 ($(elapsed "$t0" "$(now)") s)"
       check "dockercoins/$svc:$TAG-emulated is linux/arm64" test "$(image_platform "dockercoins/$svc:$TAG-emulated")" = linux/arm64
       check "its /$svc is an AArch64 binary" test "$(image_binary_machine "dockercoins/$svc:$TAG-emulated" "$svc")" = 183
-      FIGURE[size_$svc]="$(docker image inspect -f '{{.Size}}' "dockercoins/$svc:$TAG-emulated") bytes"
+      FIGURE[size_$svc]="dockercoins/$svc:$TAG-emulated $(docker image inspect -f '{{.Size}}' "dockercoins/$svc:$TAG-emulated") bytes"
     else
       tail -n 30 "$WORK/build-$svc.log"
       fail "emulated build of $svc for linux/arm64"
@@ -296,7 +295,7 @@ for svc in "${SERVICES[@]}"; do
   check "$image is linux/arm64" test "$(image_platform "$image")" = linux/arm64
   check "its /$svc is an AArch64 binary" test "$(image_binary_machine "$image" "$svc")" = 183
   size="$(docker image inspect -f '{{.Size}}' "$image")"
-  FIGURE[size_$svc]="$size bytes"
+  FIGURE[size_$svc]="$image $size bytes"
   check "$image is at most $MAX_IMAGE_BYTES bytes ($size)" test "$size" -le "$MAX_IMAGE_BYTES"
 done
 
