@@ -1,6 +1,6 @@
 # DockerCoins hasher: the SHA-256 of what you POST.
 #
-# Build:  docker compose build hasher     (or: DOCKER_BUILDKIT=1 docker build -f docker/hasher.Dockerfile -t dockercoins/hasher .)
+# Build:  docker compose build hasher     (or: DOCKER_BUILDKIT=1 docker build -f docker/hasher.Dockerfile -t localhost/dockercoins/hasher .)
 # Needs BuildKit (for RUN --mount), but no "# syntax=" line: nothing is pulled.
 #
 # The build stage is the same, byte for byte, in the four Dockerfiles of docker/:
@@ -63,7 +63,6 @@ RUN --mount=type=cache,id=dockercoins-cargo-registry,target=/usr/local/cargo/reg
 FROM scratch
 LABEL org.opencontainers.image.title="dockercoins-hasher" \
       org.opencontainers.image.description="DockerCoins hasher: the SHA-256 of what you POST." \
-      org.opencontainers.image.source="https://github.com/dockercoins/dockercoins-rs" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/hasher /hasher
 # Any non-root user: numeric, since scratch has no /etc/passwd. Docker lets

@@ -1,6 +1,6 @@
 # DockerCoins rng: hands out random bytes, one request at a time.
 #
-# Build:  docker compose build rng     (or: DOCKER_BUILDKIT=1 docker build -f docker/rng.Dockerfile -t dockercoins/rng .)
+# Build:  docker compose build rng     (or: DOCKER_BUILDKIT=1 docker build -f docker/rng.Dockerfile -t localhost/dockercoins/rng .)
 # Needs BuildKit (for RUN --mount), but no "# syntax=" line: nothing is pulled.
 #
 # The build stage is the same, byte for byte, in the four Dockerfiles of docker/:
@@ -63,7 +63,6 @@ RUN --mount=type=cache,id=dockercoins-cargo-registry,target=/usr/local/cargo/reg
 FROM scratch
 LABEL org.opencontainers.image.title="dockercoins-rng" \
       org.opencontainers.image.description="DockerCoins rng: hands out random bytes, one request at a time." \
-      org.opencontainers.image.source="https://github.com/dockercoins/dockercoins-rs" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/rng /rng
 # Any non-root user: numeric, since scratch has no /etc/passwd. Docker lets

@@ -1,6 +1,6 @@
 # DockerCoins webui: the mining speed, live, as JSON and as a web page.
 #
-# Build:  docker compose build webui     (or: DOCKER_BUILDKIT=1 docker build -f docker/webui.Dockerfile -t dockercoins/webui .)
+# Build:  docker compose build webui     (or: DOCKER_BUILDKIT=1 docker build -f docker/webui.Dockerfile -t localhost/dockercoins/webui .)
 # Needs BuildKit (for RUN --mount), but no "# syntax=" line: nothing is pulled.
 #
 # The build stage is the same, byte for byte, in the four Dockerfiles of docker/:
@@ -63,7 +63,6 @@ RUN --mount=type=cache,id=dockercoins-cargo-registry,target=/usr/local/cargo/reg
 FROM scratch
 LABEL org.opencontainers.image.title="dockercoins-webui" \
       org.opencontainers.image.description="DockerCoins webui: the mining speed, live, as JSON and as a web page." \
-      org.opencontainers.image.source="https://github.com/dockercoins/dockercoins-rs" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/webui /webui
 # Any non-root user: numeric, since scratch has no /etc/passwd. Docker lets

@@ -1,6 +1,6 @@
 # DockerCoins worker: mines coins with rng and hasher, counts hashes in Redis.
 #
-# Build:  docker compose build worker     (or: DOCKER_BUILDKIT=1 docker build -f docker/worker.Dockerfile -t dockercoins/worker .)
+# Build:  docker compose build worker     (or: DOCKER_BUILDKIT=1 docker build -f docker/worker.Dockerfile -t localhost/dockercoins/worker .)
 # Needs BuildKit (for RUN --mount), but no "# syntax=" line: nothing is pulled.
 #
 # The build stage is the same, byte for byte, in the four Dockerfiles of docker/:
@@ -63,7 +63,6 @@ RUN --mount=type=cache,id=dockercoins-cargo-registry,target=/usr/local/cargo/reg
 FROM scratch
 LABEL org.opencontainers.image.title="dockercoins-worker" \
       org.opencontainers.image.description="DockerCoins worker: mines coins with rng and hasher, counts hashes in Redis." \
-      org.opencontainers.image.source="https://github.com/dockercoins/dockercoins-rs" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/worker /worker
 # Any non-root user: numeric, since scratch has no /etc/passwd. Docker lets

@@ -43,7 +43,7 @@
 #     image it has when a pull fails.
 #     (Swarm's routing mesh, which makes the workshop's `--publish 5000:5000`
 #     registry answer on every node, needs IPVS, which this kernel lacks.)
-#   - our four images (dockercoins/<service>:$TAG, built by Compose) loaded into
+#   - our four images (localhost/dockercoins/<service>:$TAG, built by Compose) loaded into
 #     node1 and pushed with scripts/push.sh, run on node1; redis:7 loaded into
 #     every node (a public image, which the nodes cannot pull).
 #
@@ -248,7 +248,7 @@ cmd_up() {
     docker image inspect "$img" >/dev/null 2>&1 || die "no local $img; seed it (scripts/test/seed-images.sh) and re-run"
   done
   for img in "${SERVICES[@]}"; do
-    docker image inspect "dockercoins/$img:$TAG" >/dev/null 2>&1 || missing+=("$img")
+    docker image inspect "localhost/dockercoins/$img:$TAG" >/dev/null 2>&1 || missing+=("$img")
   done
   if [[ "$BUILD" == always || ("$BUILD" == auto && ${#missing[@]} -gt 0) ]]; then
     docker compose version >/dev/null 2>&1 ||
@@ -256,7 +256,7 @@ cmd_up() {
     log "building ${SERVICES[*]} with Compose (TAG=$TAG)"
     TAG="$TAG" docker compose -f "$ROOT/compose.yaml" build "${SERVICES[@]}"
   elif [[ ${#missing[@]} -gt 0 ]]; then
-    die "no local image for ${missing[*]} (dockercoins/<service>:$TAG); build them (docker compose build) or re-run with BUILD=auto"
+    die "no local image for ${missing[*]} (localhost/dockercoins/<service>:$TAG); build them (docker compose build) or re-run with BUILD=auto"
   fi
   build_node_image
   t0=$SECONDS
@@ -308,7 +308,7 @@ cmd_up() {
 
   log "images: ${SERVICES[*]/#/dockercoins/} and $REGISTRY_IMAGE into $MANAGER, $REDIS_IMAGE into every node"
   images=()
-  for img in "${SERVICES[@]}"; do images+=("dockercoins/$img:$TAG"); done
+  for img in "${SERVICES[@]}"; do images+=("localhost/dockercoins/$img:$TAG"); done
   copy_images "$MANAGER" "${images[@]}" "$REGISTRY_IMAGE" "$REDIS_IMAGE" &
   pids+=($!)
   for i in $(seq 2 "$N"); do

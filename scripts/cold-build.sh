@@ -79,7 +79,7 @@ for round in $(seq 1 "$ROUNDS"); do
     rm -rf "${WORK:?}/$sha" && mkdir -p "$WORK/$sha"
     git -C "$ROOT" archive "$sha" | tar -x -C "$WORK/$sha"
     in_engine docker builder prune -af >/dev/null
-    in_engine sh -c 'docker images -q dockercoins/* | xargs -r docker rmi -f' >/dev/null
+    in_engine sh -c 'docker images -q localhost/dockercoins/* | xargs -r docker rmi -f' >/dev/null
     logfile="$KEEP_LOGS/build-$round-$sha.log"
     log "round $round, $sha: docker compose build (log: $logfile)"
     start=$(date +%s.%N)

@@ -5,7 +5,7 @@
 #   REGISTRY=reg.example:5000 TAG=v0.2 scripts/push.sh
 #   PLATFORMS=linux/amd64,linux/arm64 scripts/push.sh   -> one image per platform + a manifest list
 #
-# The images are the ones Compose builds, dockercoins/<service>:$TAG. With
+# The images are the ones Compose builds, localhost/dockercoins/<service>:$TAG. With
 # BUILD=auto (the default) they are reused when all four exist and built with
 # `docker compose build` otherwise; BUILD=always rebuilds them (a no-op when
 # nothing changed), BUILD=never only reuses. Each is then tagged
@@ -13,7 +13,7 @@
 # does not answer, the script stops and says how to start one.
 #
 # With PLATFORMS (a comma-separated list), each platform is built on its own,
-# as dockercoins/<service>:$TAG-<arch> (linux/arm64 -> $TAG-arm64), by
+# as localhost/dockercoins/<service>:$TAG-<arch> (linux/arm64 -> $TAG-arm64), by
 # `docker compose build` with DOCKER_DEFAULT_PLATFORM set: for a platform
 # other than the machine's, the Dockerfiles' build stage still runs on the
 # machine's own and cross-compiles (no emulation; docs/platforms.md). Each is
@@ -27,7 +27,7 @@
 # Env:   REGISTRY  registry host:port (default 127.0.0.1:5000)
 #        TAG       image tag (default latest)
 #        BUILD     auto | always | never (default auto)
-#        IMAGE_PREFIX  local image names (default dockercoins, i.e. dockercoins/<service>:$TAG)
+#        IMAGE_PREFIX  local image names (default localhost/dockercoins, i.e. localhost/dockercoins/<service>:$TAG)
 #        PLATFORMS     e.g. linux/amd64,linux/arm64 (default: unset, the machine's platform only)
 set -euo pipefail
 
@@ -37,7 +37,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REGISTRY="${REGISTRY:-127.0.0.1:5000}"
 TAG="${TAG:-latest}"
 BUILD="${BUILD:-auto}"
-IMAGE_PREFIX="${IMAGE_PREFIX:-dockercoins}"
+IMAGE_PREFIX="${IMAGE_PREFIX:-localhost/dockercoins}"
 PLATFORMS="${PLATFORMS:-}"
 
 services=()

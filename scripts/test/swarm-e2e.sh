@@ -360,7 +360,7 @@ fi
 APP_OWNED=1
 
 for svc in "${SERVICES[@]}"; do
-  for tag in "$REGISTRY/$svc:$TAG" "$REGISTRY/$svc:$NEW_TAG" "dockercoins/$svc:$NEW_TAG"; do
+  for tag in "$REGISTRY/$svc:$TAG" "$REGISTRY/$svc:$NEW_TAG" "localhost/dockercoins/$svc:$NEW_TAG"; do
     if ! docker image inspect "$tag" >/dev/null 2>&1; then CREATED_TAGS+=("$tag"); fi
   done
 done
@@ -446,7 +446,7 @@ log "rolling update of ${STACK}_hasher to tag $NEW_TAG"
 push_new_tag() {
   local svc
   for svc in "${SERVICES[@]}"; do
-    docker tag "dockercoins/$svc:$TAG" "dockercoins/$svc:$NEW_TAG" || return 1
+    docker tag "localhost/dockercoins/$svc:$TAG" "localhost/dockercoins/$svc:$NEW_TAG" || return 1
   done
   TAG="$NEW_TAG" BUILD=never "$ROOT/scripts/push.sh" >/dev/null
 }
