@@ -44,6 +44,9 @@ case "${1:-}" in
 esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Natively nothing balances connections by readiness: the services stop without
+# the drain that follows SIGTERM (SHUTDOWN_DRAIN, docs/operations.md#stopping).
+export SHUTDOWN_DRAIN="${SHUTDOWN_DRAIN:-0}"
 PORT_BASE="${PORT_BASE:-24000}"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-5s}"

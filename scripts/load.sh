@@ -28,6 +28,9 @@ done
 ((${#TARGETS[@]})) || TARGETS=(rng hasher webui)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Natively nothing balances connections by readiness: the services stop without
+# the drain that follows SIGTERM (SHUTDOWN_DRAIN, docs/operations.md#stopping).
+export SHUTDOWN_DRAIN="${SHUTDOWN_DRAIN:-0}"
 CONNECTIONS="${CONNECTIONS:-256}"
 DURATION="${DURATION:-30s}"
 THREADS="${THREADS:-2}"

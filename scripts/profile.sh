@@ -58,6 +58,9 @@ for case_name in "${CASES[@]}"; do
 done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Natively nothing balances connections by readiness: the services stop without
+# the drain that follows SIGTERM (SHUTDOWN_DRAIN, docs/operations.md#stopping).
+export SHUTDOWN_DRAIN="${SHUTDOWN_DRAIN:-0}"
 PORT_BASE="${PORT_BASE:-24100}"
 SHORT="${SHORT:-2000}"
 LONG="${LONG:-6000}"

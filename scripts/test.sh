@@ -75,7 +75,10 @@ suite_rust() {
 suite_native() { scripts/test/native-e2e.sh; }
 suite_browser() { scripts/test/webui-browser.sh; }
 suite_prometheus() { scripts/test/prometheus-scrape.sh; }
-suite_faults() { scripts/test/faults-e2e.sh; }
+suite_faults() {
+    scripts/test/faults-e2e.sh
+    scripts/test/drain-e2e.sh
+}
 suite_compose() { scripts/test/compose-e2e.sh; }
 suite_compose-faults() { scripts/test/compose-faults.sh; }
 suite_compose-prometheus() { scripts/test/compose-prometheus.sh; }

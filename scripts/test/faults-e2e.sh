@@ -31,6 +31,9 @@ case "${1:-}" in
 esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# Natively nothing balances connections by readiness: the services stop without
+# the drain that follows SIGTERM (SHUTDOWN_DRAIN, docs/operations.md#stopping).
+export SHUTDOWN_DRAIN="${SHUTDOWN_DRAIN:-0}"
 BIN_DIR="${BIN_DIR:-$ROOT/target/release}"
 PORT_BASE="${PORT_BASE:-23600}"
 CONNECTIONS="${CONNECTIONS:-300}"

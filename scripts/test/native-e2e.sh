@@ -7,6 +7,9 @@
 # Usage: scripts/test/native-e2e.sh   (build first: cargo build --release)
 # Environment: BIN (target/release), BASE_PORT (29000), MEASURE_SECONDS (15).
 set -euo pipefail
+# Natively nothing balances connections by readiness: the services stop without
+# the drain that follows SIGTERM (SHUTDOWN_DRAIN, docs/operations.md#stopping).
+export SHUTDOWN_DRAIN="${SHUTDOWN_DRAIN:-0}"
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$root/target/release}

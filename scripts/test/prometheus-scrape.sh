@@ -15,6 +15,9 @@
 # kernel's ephemeral ports, 32768 and up), WORKERS (10), MEASURE_SECONDS (30),
 # KEEP (set to keep the logs and the Prometheus data in the work directory).
 set -euo pipefail
+# Natively nothing balances connections by readiness: the services stop without
+# the drain that follows SIGTERM (SHUTDOWN_DRAIN, docs/operations.md#stopping).
+export SHUTDOWN_DRAIN="${SHUTDOWN_DRAIN:-0}"
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${BIN:-$root/target/release}

@@ -29,7 +29,12 @@ pub struct Common {
     #[arg(long, env = "DEBUG", default_value = "")]
     pub debug: String,
 
-    /// Longest wait for open connections after SIGTERM before exiting anyway.
+    /// After SIGTERM, how long /readyz answers 503 while the listener stays
+    /// open and serves, so that load balancers stop sending here first.
+    #[arg(long, env = "SHUTDOWN_DRAIN", default_value = "3s", value_parser = duration)]
+    pub shutdown_drain: Duration,
+
+    /// Longest wait for open connections after the drain before exiting anyway.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub shutdown_timeout: Duration,
 }

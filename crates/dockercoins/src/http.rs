@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use axum::serve::{IncomingStream, Listener, ListenerExt};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower::Layer;
 use tower::Service as TowerService;
 use tracing::Level;
@@ -121,7 +122,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
 /// routes. Tests drive the result with `oneshot`; [`serve`] puts the same
 /// plumbing around the whole router instead, once per connection.
 pub fn with_ops(routes: Routes, instance: &str, readiness: Readiness) -> Router {
-    let (router, routes) = routed(routes, readiness);
+    let (router, routes) = routed(routes, readiness, CancellationToken::new());
     router.layer(ObserveLayer {
         instance: instance_header(instance),
         routes,
@@ -130,11 +131,16 @@ pub fn with_ops(routes: Routes, instance: &str, readiness: Readiness) -> Router 
 
 /// The service's routes and the operations endpoints, and the patterns of
 /// them all, which [`Observe`] matches each request's path against (with
-/// matchit, as axum does) to name its route in the metrics.
-fn routed(routes: Routes, readiness: Readiness) -> (Router, Arc<RoutePatterns>) {
+/// matchit, as axum does) to name its route in the metrics. `/readyz`
+/// answers 503 once `draining` is cancelled.
+fn routed(
+    routes: Routes,
+    readiness: Readiness,
+    draining: CancellationToken,
+) -> (Router, Arc<RoutePatterns>) {
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready).with_state(readiness))
+        .route("/readyz", get(ready).with_state((readiness, draining)))
         .route("/metrics", get(metrics_text));
     let mut patterns = matchit::Router::new();
     for pattern in routes.patterns.iter().copied().chain(OPS_ROUTES) {
@@ -168,15 +174,19 @@ fn instance_header(instance: &str) -> HeaderValue {
 
 /// Serves `routes` (with [`with_ops`]) until the service's shutdown token is
 /// cancelled, then lets requests in flight finish, waiting at most
-/// `SHUTDOWN_TIMEOUT`.
+/// `SHUTDOWN_TIMEOUT`. While the service drains (between SIGTERM and the
+/// shutdown token), it serves as before, new connections included, and only
+/// `/readyz` changes: 503.
 pub async fn serve(service: Service, routes: Routes, readiness: Readiness) -> Result<(), String> {
     let Service {
         instance,
         listener,
         shutdown,
+        draining,
         common,
+        ..
     } = service;
-    let (router, routes) = routed(routes, readiness);
+    let (router, routes) = routed(routes, readiness, draining);
     let app = MakeObserve {
         router,
         routes,
@@ -229,7 +239,14 @@ async fn metrics_text() -> Response {
         .into_response()
 }
 
-async fn ready(State(readiness): State<Readiness>) -> Response {
+async fn ready(State((readiness, draining)): State<(Readiness, CancellationToken)>) -> Response {
+    if draining.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        )
+            .into_response();
+    }
     match readiness {
         Readiness::Always => (StatusCode::OK, "ready\n").into_response(),
         Readiness::Redis(redis) => match redis.ping().await {

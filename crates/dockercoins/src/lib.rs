@@ -48,11 +48,17 @@ pub enum Command {
 }
 
 /// What a service gets to run with: who it is, where it listens, and the
-/// signal that tells it to stop.
+/// signals that tell it to stop (see [`shutdown`]).
 pub struct Service {
     pub instance: String,
     pub listener: tokio::net::TcpListener,
+    /// Cancelled when the service must stop: after the drain that follows
+    /// SIGTERM.
     pub shutdown: CancellationToken,
+    /// Cancelled at SIGTERM, when the drain starts: `/readyz` answers 503.
+    pub draining: CancellationToken,
+    /// Makes SIGTERM do nothing (the worker's `WORKER_IGNORE_SIGTERM`).
+    pub ignore_sigterm: shutdown::IgnoreSigterm,
     pub common: Common,
 }
 
@@ -88,7 +94,7 @@ where
                 return ExitCode::FAILURE;
             }
         };
-        let shutdown = shutdown::on_signal();
+        let stop = shutdown::on_signal(cli.common.shutdown_drain);
         let instance = cli.common.instance();
         tracing::info!(
             instance,
@@ -99,7 +105,9 @@ where
         let service = Service {
             instance,
             listener,
-            shutdown,
+            shutdown: stop.shutdown,
+            draining: stop.draining,
+            ignore_sigterm: stop.ignore_sigterm,
             common: cli.common,
         };
         match run(cli.service, service).await {

@@ -90,6 +90,8 @@ pub fn free_port() -> u16 {
 pub struct Running {
     pub address: std::net::SocketAddr,
     pub shutdown: crate::CancellationToken,
+    /// Both steps of the stop, for tests of the drain.
+    pub stop: crate::shutdown::Stop,
     task: tokio::task::JoinHandle<Result<(), String>>,
 }
 
@@ -98,8 +100,10 @@ impl Running {
         format!("http://{}{path}", self.address)
     }
 
-    /// Stops the service as SIGTERM would, and returns what `run` returned.
+    /// Stops the service as SIGTERM would with no drain, and returns what
+    /// `run` returned.
     pub async fn stop(self) -> Result<(), String> {
+        self.stop.draining.cancel();
         self.shutdown.cancel();
         self.task.await.map_err(|err| err.to_string())?
     }
@@ -118,17 +122,20 @@ where
         .await
         .expect("bind 127.0.0.1:0");
     let address = listener.local_addr().expect("local address");
-    let shutdown = crate::CancellationToken::new();
+    let stop = crate::shutdown::Stop::default();
     let service = crate::Service {
         instance: cli.common.instance(),
         listener,
-        shutdown: shutdown.clone(),
+        shutdown: stop.shutdown.clone(),
+        draining: stop.draining.clone(),
+        ignore_sigterm: stop.ignore_sigterm.clone(),
         common: cli.common,
     };
     let task = tokio::spawn(run(cli.service, service));
     Running {
         address,
-        shutdown,
+        shutdown: stop.shutdown.clone(),
+        stop,
         task,
     }
 }
@@ -174,7 +181,8 @@ pub struct Process {
 
 impl Process {
     /// Starts `binary` with `PORT` set to a free port of `ports`, `INSTANCE`
-    /// to its name, and `env` on top.
+    /// to its name, `SHUTDOWN_DRAIN=0` (a stop without the drain, unless a
+    /// test asks for one), and `env` on top.
     pub fn start(binary: &str, ports: std::ops::Range<u16>, env: &[(&str, &str)]) -> Process {
         let port = free_port_in(ports);
         let name = std::path::Path::new(binary)
@@ -186,6 +194,7 @@ impl Process {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("PORT", port.to_string())
             .env("INSTANCE", format!("{name}-test"))
+            .env("SHUTDOWN_DRAIN", "0")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -261,8 +270,14 @@ impl Process {
     /// Sends `signal` (`TERM`, `INT`) and waits up to 10 s for the exit.
     /// Returns the exit status and the time from the signal to the exit.
     pub async fn signal_and_wait(&mut self, signal: &str) -> (std::process::ExitStatus, Duration) {
-        let start = Instant::now();
         self.signal(signal);
+        self.wait_for_exit(&format!("SIG{signal}")).await
+    }
+
+    /// Waits up to 10 s for the exit (`after` names what should have caused
+    /// it, for the panic message). Returns the exit status and the wait.
+    pub async fn wait_for_exit(&mut self, after: &str) -> (std::process::ExitStatus, Duration) {
+        let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for the child") {
                 let elapsed = start.elapsed();
@@ -273,7 +288,7 @@ impl Process {
             }
             if start.elapsed() > Duration::from_secs(10) {
                 let _ = self.child.kill();
-                panic!("{} still running 10 s after SIG{signal}", self.name);
+                panic!("{} still running 10 s after {after}", self.name);
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

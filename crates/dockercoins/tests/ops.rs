@@ -1,12 +1,14 @@
 //! The serving plumbing every service shares, through real sockets: request
-//! metrics by route, method and status; one-line reasons; a graceful stop that
-//! lets requests in flight finish, bounded by SHUTDOWN_TIMEOUT.
+//! metrics by route, method and status; one-line reasons; a drain that keeps
+//! serving while `/readyz` says 503; a graceful stop that lets requests in
+//! flight finish, bounded by SHUTDOWN_TIMEOUT.
 
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use dockercoins::http::{Readiness, Routes, not_found, serve};
 use dockercoins::metrics::{METRICS, markdown_table};
+use dockercoins::shutdown::Stop;
 use dockercoins::{CancellationToken, Service};
 
 #[derive(clap::Args, Debug)]
@@ -25,6 +27,7 @@ async fn listener() -> tokio::net::TcpListener {
 struct Served {
     base: String,
     shutdown: CancellationToken,
+    stop: Stop,
     task: tokio::task::JoinHandle<Result<(), String>>,
 }
 
@@ -39,17 +42,20 @@ async fn start(routes: Routes, args: &[&str]) -> Served {
     .expect("valid arguments");
     let listener = listener().await;
     let base = format!("http://{}", listener.local_addr().expect("address"));
-    let shutdown = CancellationToken::new();
+    let stop = Stop::default();
     let service = Service {
         instance: "test-1".into(),
         listener,
-        shutdown: shutdown.clone(),
+        shutdown: stop.shutdown.clone(),
+        draining: stop.draining.clone(),
+        ignore_sigterm: stop.ignore_sigterm.clone(),
         common: cli.common,
     };
     let task = tokio::spawn(serve(service, routes, Readiness::Always));
     Served {
         base,
-        shutdown,
+        shutdown: stop.shutdown.clone(),
+        stop,
         task,
     }
 }
@@ -192,6 +198,59 @@ async fn a_stop_lets_requests_in_flight_finish_and_refuses_new_ones() {
     assert_eq!(served.task.await.expect("join"), Ok(()));
     let took = stop.elapsed();
     assert!(took < Duration::from_millis(600), "the stop took {took:?}");
+}
+
+/// A new connection's answer to `GET /healthz`, or `None` if refused.
+async fn fresh_get(url: &str) -> Option<(u16, String)> {
+    // A client of its own: a new connection, never a kept one.
+    let response = client().get(url).send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn a_drain_says_not_ready_yet_keeps_serving_new_connections_then_closes() {
+    let routes = Routes::new().route("/work", get(|| async { "done\n" }));
+    let served = start(routes, &[]).await;
+    let (readyz, work) = (
+        format!("{}/readyz", served.base),
+        format!("{}/work", served.base),
+    );
+    assert_eq!(fresh_get(&readyz).await, Some((200, "ready\n".into())));
+
+    let drain = Duration::from_millis(800);
+    let stop = served.stop.clone();
+    let started = Instant::now();
+    let drained = tokio::spawn(async move { stop.drain_then_stop(drain).await });
+    // During the drain: /readyz says 503 at once, and new connections are
+    // still accepted and served, until the drain is nearly over.
+    let mut served_during_drain = 0;
+    while started.elapsed() < drain - Duration::from_millis(150) {
+        assert_eq!(
+            fresh_get(&readyz).await,
+            Some((503, "not ready: shutting down\n".into())),
+            "/readyz {:?} into the drain",
+            started.elapsed()
+        );
+        assert_eq!(
+            fresh_get(&work).await,
+            Some((200, "done\n".into())),
+            "a new connection {:?} into the drain",
+            started.elapsed()
+        );
+        served_during_drain += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served_during_drain >= 5, "{served_during_drain} requests");
+    drained.await.expect("join");
+    // After the drain: the listener is closed and the service has stopped.
+    assert_eq!(served.task.await.expect("join"), Ok(()));
+    assert_eq!(fresh_get(&work).await, None, "connected after the drain");
+    let took = started.elapsed();
+    assert!(
+        took >= drain && took < drain + Duration::from_millis(400),
+        "a drain of {drain:?} took {took:?}"
+    );
 }
 
 #[tokio::test]

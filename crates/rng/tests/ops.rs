@@ -1,6 +1,7 @@
 //! rng as an orchestrator and an operator see it: the real binary's health,
 //! readiness and metrics endpoints, its `healthcheck` subcommand, and how it
-//! stops on SIGTERM and SIGINT.
+//! stops on SIGTERM and SIGINT: the drain that keeps serving while `/readyz`
+//! says 503, then the stop, and a second signal that cuts the drain short.
 
 use std::time::Duration;
 
@@ -198,4 +199,74 @@ async fn sigterm_with_a_line_answers_the_one_served_and_503_to_the_rest() {
     }
     statuses.sort();
     assert_eq!(statuses, [200, 503, 503, 503, 503]);
+}
+
+/// `GET url` on a new connection: the status, or `None` if refused.
+async fn status_on_a_new_connection(url: &str) -> Option<u16> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("http client");
+    let response = client.get(url).send().await.ok()?;
+    Some(response.status().as_u16())
+}
+
+#[tokio::test]
+async fn sigterm_drains_readyz_503_while_new_connections_are_served_then_stops() {
+    let drain = Duration::from_millis(1500);
+    let mut rng = start(&[("SHUTDOWN_DRAIN", "1500ms")]).await;
+    let (readyz, bytes) = (rng.url("/readyz"), rng.url("/32"));
+    assert_eq!(status_on_a_new_connection(&readyz).await, Some(200));
+    let signalled = std::time::Instant::now();
+    rng.signal("TERM");
+    // /readyz turns 503 within moments of the signal...
+    let mut ready = true;
+    while ready && signalled.elapsed() < Duration::from_millis(300) {
+        ready = status_on_a_new_connection(&readyz).await == Some(200);
+    }
+    assert!(!ready, "/readyz still 200 300 ms after SIGTERM");
+    // ...while new connections are served as before, through the drain.
+    let mut served = 0;
+    while signalled.elapsed() < drain - Duration::from_millis(300) {
+        assert_eq!(status_on_a_new_connection(&readyz).await, Some(503));
+        assert_eq!(
+            status_on_a_new_connection(&bytes).await,
+            Some(200),
+            "GET /32 on a new connection {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        served += 1;
+    }
+    assert!(served >= 5, "only {served} requests during the drain");
+    let (status, _) = rng.wait_for_exit("SIGTERM").await;
+    let took = signalled.elapsed();
+    eprintln!("rng: SIGTERM with a 1.5 s drain -> {status} in {took:?}");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took >= drain && took < drain + Duration::from_secs(1),
+        "a drain of {drain:?}, then exit: took {took:?}"
+    );
+    assert_eq!(status_on_a_new_connection(&bytes).await, None, "after exit");
+    let lines = rng.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("/readyz now answers 503")),
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_signal_during_the_drain_stops_at_once() {
+    let mut rng = start(&[("SHUTDOWN_DRAIN", "30s")]).await;
+    rng.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        status_on_a_new_connection(&rng.url("/32")).await,
+        Some(200),
+        "still serving while draining"
+    );
+    let (status, took) = rng.signal_and_wait("INT").await;
+    eprintln!("rng: SIGTERM, then SIGINT during a 30 s drain -> {status} in {took:?}");
+    assert_eq!(status.code(), Some(130));
+    assert!(took < Duration::from_secs(1), "took {took:?}");
 }

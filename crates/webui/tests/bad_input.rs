@@ -39,11 +39,14 @@ impl Webui {
             instance: "webui-bad-input".to_owned(),
             listener,
             shutdown: stop.clone(),
+            draining: stop.clone(),
+            ignore_sigterm: Default::default(),
             common: Common {
                 port,
                 instance: None,
                 log_format: "text".to_owned(),
                 debug: String::new(),
+                shutdown_drain: Duration::ZERO,
                 shutdown_timeout: Duration::from_secs(1),
             },
         };

@@ -84,10 +84,22 @@ pub struct Config {
         default_value_t = 10_000
     )]
     pub max_pending_coins: usize,
+
+    /// Ignore SIGTERM, as the classic worker does (Python as PID 1): a stop
+    /// then waits for the orchestrator's SIGKILL. SIGINT still stops it.
+    #[arg(long = "ignore-sigterm", env = "WORKER_IGNORE_SIGTERM", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub ignore_sigterm: bool,
 }
 
 pub async fn run(config: Config, service: Service) -> Result<(), String> {
     let redis = Redis::open(&config.redis_url)?;
+    service.ignore_sigterm.set(config.ignore_sigterm);
+    if config.ignore_sigterm {
+        tracing::warn!(
+            "WORKER_IGNORE_SIGTERM is on: SIGTERM does nothing, as with the classic worker; \
+             `docker stop` and Kubernetes wait for their grace period, then SIGKILL"
+        );
+    }
     let instance = service.instance.clone();
     let shutdown = service.shutdown.clone();
     // The worker listens only for the operations endpoints.

@@ -49,12 +49,15 @@ fn service(name: &str, listener: TcpListener, shutdown: CancellationToken) -> Se
     Service {
         instance: name.to_owned(),
         listener,
+        draining: shutdown.clone(),
         shutdown,
+        ignore_sigterm: Default::default(),
         common: Common {
             port,
             instance: Some(name.to_owned()),
             log_format: "text".to_owned(),
             debug: String::new(),
+            shutdown_drain: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(1),
         },
     }

@@ -285,3 +285,42 @@ async fn healthcheck_exit_codes_and_sigint() {
     let (done, counted) = summary(&worker.lines());
     assert_eq!((counted, deps.hashes().await), (done, done));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_ignore_sigterm_keeps_mining_through_sigterm_until_sigint() {
+    let deps = Deps::start(true).await;
+    let mut worker = deps.worker(&[("WORKER_IGNORE_SIGTERM", "true")]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker.signal("TERM");
+    let before = deps.hashes().await;
+    // Ignored: still running, still ready, still counting, well past a second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!worker.exited(), "the worker exited on SIGTERM");
+    let (status, _, _) = get(&worker.url("/readyz")).await;
+    assert_eq!(status, 200, "ready while ignoring SIGTERM");
+    let after = deps.hashes().await;
+    assert!(after > before, "hashes stayed at {before} after SIGTERM");
+    // SIGINT still stops it, gracefully: nothing lost.
+    let (status, took) = worker.signal_and_wait("INT").await;
+    eprintln!("worker: SIGTERM ignored, then SIGINT -> {status} in {took:?}");
+    assert_eq!(status.code(), Some(0));
+    let lines = worker.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("SIGTERM ignored")),
+        "{lines:#?}"
+    );
+    let (done, counted) = summary(&lines);
+    assert_eq!((counted, deps.hashes().await), (done, done));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_ignore_sigterm_still_dies_on_sigkill() {
+    let deps = Deps::start(true).await;
+    let mut worker = deps.worker(&[("WORKER_IGNORE_SIGTERM", "yes")]).await;
+    worker.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!worker.exited(), "the worker exited on SIGTERM");
+    let (status, took) = worker.signal_and_wait("KILL").await;
+    assert_eq!(status.code(), None, "killed by a signal: {status}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
