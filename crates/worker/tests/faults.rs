@@ -187,6 +187,7 @@ fn config(rng: &Server, hasher: &Server, redis: &RedisServer) -> worker::Config 
         max_backoff: Duration::from_secs(1),
         connection_max_age: Duration::from_secs(1),
         max_pending_coins: 10_000,
+        ignore_sigterm: false,
     }
 }
 
