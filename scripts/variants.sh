@@ -5,11 +5,16 @@
 # (docker compose build, scripts/push.sh) is not changed.
 #
 #   worker:v0.2   --sleep=1s: a unit takes 1.2 s instead of 0.3 s (0.83 hashes/s per worker, not 3.33)
-#   worker:v0.3   fails at start (a bad --sleep): a broken rollout to undo
-#   webui:v0.2    the chart drawn in red, axis labels and legend at 50px
+#   webui:v0.2    the chart drawn in green, axis labels and legend at 50px (as the classic's)
 #   rng:v0.2      fails at start (a bad --delay): CrashLoopBackOff, then rollout undo
+# and, only when named:
+#   worker:v0.3   fails at start (a bad --sleep). The classic project publishes no
+#                 worker:v0.3: the rollout lesson sets it to show an image that cannot
+#                 be pulled (ErrImagePull), then `kubectl rollout undo`. Build it only
+#                 to show a crash-looping rollout instead.
 #
-# Usage: scripts/variants.sh [service:tag ...]      (default: all four)
+# Usage: scripts/variants.sh [service:tag ...]      (default: the classic three, not worker:v0.3)
+#        scripts/variants.sh --assets DIR          webui:v0.2's page alone, written to DIR (no Docker)
 # Env:   TAG           tag of the images to start from (default latest; built with
 #                      `docker compose build` if missing)
 #        IMAGE_PREFIX  local image names (default localhost/dockercoins, i.e. localhost/dockercoins/worker:v0.2 ...)
@@ -17,25 +22,47 @@
 #                      (e.g. 127.0.0.1:5000, the registry of scripts/push.sh)
 set -euo pipefail
 
-usage() { echo "usage: $0 [worker:v0.2|worker:v0.3|webui:v0.2|rng:v0.2 ...]   (env: TAG=latest IMAGE_PREFIX=localhost/dockercoins REGISTRY=)"; }
+usage() { echo "usage: $0 [worker:v0.2|webui:v0.2|rng:v0.2|worker:v0.3 ...] | --assets DIR   (default: the first three; env: TAG=latest IMAGE_PREFIX=localhost/dockercoins REGISTRY=)"; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TAG="${TAG:-latest}"
 IMAGE_PREFIX="${IMAGE_PREFIX:-localhost/dockercoins}"
 REGISTRY="${REGISTRY:-}"
-ALL=(worker:v0.2 worker:v0.3 webui:v0.2 rng:v0.2)
+CLASSIC=(worker:v0.2 webui:v0.2 rng:v0.2)
 
 variants=()
-for arg in "$@"; do
+assets_only=""
+while [[ $# -gt 0 ]]; do
+  arg="$1"
+  shift
   case "$arg" in
     -h | --help) usage; exit 0 ;;
+    --assets) [[ $# -gt 0 ]] || { usage >&2; exit 2; }; assets_only="$1"; shift ;;
     worker:v0.2 | worker:v0.3 | webui:v0.2 | rng:v0.2) variants+=("$arg") ;;
     *) usage >&2; exit 2 ;;
   esac
 done
-[[ ${#variants[@]} -gt 0 ]] || variants=("${ALL[@]}")
+[[ ${#variants[@]} -gt 0 ]] || variants=("${CLASSIC[@]}")
 
 log() { echo "variants: $*"; }
+
+# webui:v0.2's page, in $1/assets: the chart's line and fill in green (the
+# classic v0.2's colour) and the axes' font, read from .axis-labels, at 50px.
+webui_v02_assets() {
+  local assets="$1/assets"
+  cp -R "$ROOT/crates/webui/assets" "$assets"
+  sed -i 's/#1746c2/#2ca02c/g; s/rgba(23, 70, 194,/rgba(44, 160, 44,/g' "$assets/webui.js"
+  sed -i 's/^\(\.axis-labels, \.u-legend { font-size: \)15px;/\150px;/' "$assets/webui.css"
+  grep -q '#2ca02c' "$assets/webui.js" || { log "webui.js: the chart colour #1746c2 was not found"; return 1; }
+  grep -q 'font-size: 50px' "$assets/webui.css" || { log "webui.css: the .axis-labels rule was not found"; return 1; }
+}
+
+if [[ -n "$assets_only" ]]; then
+  mkdir -p "$assets_only"
+  webui_v02_assets "$assets_only"
+  log "webui:v0.2's page written to $assets_only/assets (serve it: webui --assets-dir=$assets_only/assets)"
+  exit 0
+fi
 
 # The Dockerfile of one variant, in the build context $2 (which holds webui's edited page).
 dockerfile() {
@@ -47,12 +74,7 @@ dockerfile() {
     worker:v0.3) echo 'ENTRYPOINT ["/worker", "--sleep=v0.3-is-broken"]' ;;
     rng:v0.2) echo 'ENTRYPOINT ["/rng", "--delay=v0.2-is-broken"]' ;;
     webui:v0.2)
-      cp -R "$ROOT/crates/webui/assets" "$context/assets"
-      # The chart's line and fill in red; the axes' font (read from .axis-labels) at 50px.
-      sed -i 's/#1746c2/#d62728/g; s/rgba(23, 70, 194,/rgba(214, 39, 40,/g' "$context/assets/webui.js"
-      sed -i 's/^\(\.axis-labels, \.u-legend { font-size: \)15px;/\150px;/' "$context/assets/webui.css"
-      grep -q '#d62728' "$context/assets/webui.js" || { log "webui.js: the chart colour #1746c2 was not found"; return 1; }
-      grep -q 'font-size: 50px' "$context/assets/webui.css" || { log "webui.css: the .axis-labels rule was not found"; return 1; }
+      webui_v02_assets "$context" >&2 || return 1
       echo 'COPY assets /assets'
       echo 'ENTRYPOINT ["/webui", "--assets-dir=/assets"]'
       ;;

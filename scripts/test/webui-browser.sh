@@ -3,8 +3,9 @@
 # driven by Python's selenium from PyPI in a cached venv).
 #
 # Starts redis-server, rng, hasher, webui and two workers natively on loopback
-# ports, and a second webui serving a copy of the page edited as in the
-# workshop's update lesson (sed -i s/15px/50px/ webui.css), runs
+# ports, and a second webui serving webui:v0.2's page (scripts/variants.sh
+# --assets: the workshop's update lesson, sed -i s/15px/50px/ webui.css, and
+# the chart in green as in the classic v0.2), runs
 # scripts/test/webui_browser.py against them (speed, workers, rng instance,
 # chart, console, layout at 1920 and 390 px, the Redis-down banner, the lesson),
 # prints the screenshots' paths and the page's figures, and stops everything it
@@ -33,6 +34,9 @@ case "${1:-}" in
 esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# Natively nothing balances connections by readiness: the services stop without
+# the drain that follows SIGTERM (SHUTDOWN_DRAIN, docs/operations.md#stopping).
+export SHUTDOWN_DRAIN="${SHUTDOWN_DRAIN:-0}"
 PORT_BASE="${PORT_BASE:-31000}"
 BIN_DIR="${BIN_DIR:-$ROOT/target/release}"
 BUILD="${BUILD:-auto}"
@@ -136,11 +140,10 @@ run() {
 run rng "$RNG_PORT" "$RNG_INSTANCE"
 run hasher "$HASHER_PORT" "$HASHER_INSTANCE"
 run webui "$WEBUI_PORT" webui-browser REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-# The update lesson's edit, on a copy of the page, served by a second webui.
-cp -r "$ROOT/crates/webui/assets" "$WORK/edited-assets"
-sed -i s/15px/50px/ "$WORK/edited-assets/webui.css"
+# webui:v0.2's page (the update lesson's edit, and the chart in green), served by a second webui.
+"$ROOT/scripts/variants.sh" --assets "$WORK/edited" >/dev/null
 run webui "$EDITED_PORT" webui-browser-edited REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-  WEBUI_ASSETS_DIR="$WORK/edited-assets"
+  WEBUI_ASSETS_DIR="$WORK/edited/assets"
 i=0
 for name in ${WORKERS//,/ }; do
   run worker "${WORKER_PORTS[$i]}" "$name" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \

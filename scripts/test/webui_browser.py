@@ -2,8 +2,8 @@
 
 Run by scripts/test/webui-browser.sh, which starts Redis, rng, hasher, webui
 and two workers and passes their whereabouts in the environment:
-WEBUI_URL, EDITED_URL (a webui serving the page after `sed -i s/15px/50px/
-webui.css`), REDIS_PORT, REDIS_DIR, WORKERS (names, comma-separated),
+WEBUI_URL, EDITED_URL (a webui serving webui:v0.2's page from scripts/variants.sh
+--assets: `sed -i s/15px/50px/ webui.css` and the chart in green), REDIS_PORT, REDIS_DIR, WORKERS (names, comma-separated),
 RNG_INSTANCE, HASHER_INSTANCE, SCREENSHOT_DIR, CHROMIUM, CHROMEDRIVER.
 
 Checks what a person sees: the speed climbs above 0 within 20 s, both
@@ -315,17 +315,22 @@ def run(driver):
     again = wait_until(20, lambda: (speed(driver) or 0) > 0)
     check("the speed comes back after Redis", again, driver.find_element("id", "speed").text)
 
-    # --- The update lesson: sed -i s/15px/50px/ webui.css ------------------------
+    # --- webui:v0.2 (scripts/variants.sh): the update lesson's sed -i s/15px/50px/
+    # webui.css, and the chart in green as in the classic's v0.2 -----------------
     sizes = "return [axisFontSize(), getComputedStyle(document.querySelector('.u-legend')).fontSize, " \
-            "chart.axes[0]._size]"
+            "chart.axes[0]._size, chart.series[1]._stroke, chart.series[1]._fill]"
     before = driver.execute_script(sizes)
     driver.get(EDITED_URL + "/index.html")
     wait_until(5, lambda: driver.execute_script("return window.dockercoins.updates >= 1"))
     after = driver.execute_script(sizes)
-    check("the update lesson's sed (15px to 50px) makes the axis labels and legend bigger",
+    check("webui:v0.2: the update lesson's sed (15px to 50px) makes the axis labels and legend bigger",
           before[:2] == [15, "15px"] and after[:2] == [50, "50px"] and after[2] > before[2],
-          f"font, legend, x axis height: {before} then {after}")
-    lesson = screenshot(driver, "webui-lesson-50px-1920.png")
+          f"font, legend, x axis height: {before[:3]} then {after[:3]}")
+    check("webui:v0.2: the chart is green where v0.1's is blue",
+          before[3:] == ["#1746c2", "rgba(23, 70, 194, 0.15)"]
+          and after[3:] == ["#2ca02c", "rgba(44, 160, 44, 0.15)"],
+          f"line and fill: {before[3:]} then {after[3:]}")
+    lesson = screenshot(driver, "webui-v0.2-1920.png")
 
     errors = console_errors(driver)
     check("no errors in the browser console", not errors, f"{errors[:3]}")
@@ -333,7 +338,7 @@ def run(driver):
     print(f"screenshot: desktop {desktop}")
     print(f"screenshot: phone {phone}")
     print(f"screenshot: redis down {redis_down}")
-    print(f"screenshot: the update lesson {lesson}")
+    print(f"screenshot: webui:v0.2 (the update lesson) {lesson}")
     if docs:
         print(f"screenshot: for the docs {docs}")
 
