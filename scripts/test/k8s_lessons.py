@@ -332,6 +332,11 @@ def traffic_problems(objects: list[dict], allowed: list[tuple[str, dict, str, in
     all_pods = pods(objects)
     for want, cases in ((True, allowed), (False, refused)):
         for what, src, app, port in cases:
+            # An app's own pod as the client: the labels its workload gives it.
+            own = next((p for p in all_pods if src["namespace"] == p["namespace"]
+                        and p["labels"].get("app") == src["labels"].get("app")), None)
+            if own is not None and set(src["labels"]) == {"app"}:
+                src = {**src, "labels": own["labels"]}
             targets = [p for p in all_pods if p["labels"].get("app") == app]
             if not targets:
                 problems.append(f"{what}: no {app} pod")
@@ -525,6 +530,28 @@ def helm_lessons() -> None:
         objs, problems = in_namespace(objs, "helmcoins")
         lesson("helm-create-basic-chart", "helm create + k8s/dockercoins.yaml", objs, extra=problems,
                replayed="helm install helmcoins dockercoins --namespace=helmcoins")
+
+    # helm-create-better-chart: one generic chart (helm create helmcoins), one release per component, the
+    # Service named after the release (the lesson's edit), our probes in each values file, redis on 6379.
+    with tempfile.TemporaryDirectory() as tmp:
+        h.Chart.create("helmcoins", tmp)
+        path = Path(tmp, "helmcoins")
+        svc = path / "templates" / "service.yaml"
+        svc.write_text(re.sub(r'(?m)^(  name: )\{\{ include "helmcoins.fullname" \. \}\}', r"\1{{ .Release.Name }}",
+                              svc.read_text(), count=1))
+        objs = []
+        for component in ("hasher", "redis", "rng", "webui", "worker"):
+            values = {"image": {"repository": f"localhost/dockercoins/{component}", "tag": "v0.1"},
+                      "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+                      "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}}}
+            if component == "redis":
+                values = {"image": {"repository": "redis", "tag": "7"}, "service": {"port": 6379},
+                          "livenessProbe": {"tcpSocket": {"port": "http"}}, "readinessProbe": {"tcpSocket": {"port": "http"}}}
+            out = h.Chart.load(str(path)).render(values, name=component, namespace="helmcoins")
+            objs += [o for p in sorted(out) if p.endswith(".yaml") and "/tests/" not in p for o in kt.documents(out[p])]
+        objs, problems = in_namespace(objs, "helmcoins")
+        lesson("helm-create-better-chart", "helm create helmcoins, 5 releases", objs, extra=problems,
+               replayed="Service name {{ .Release.Name }}, probes /healthz and /readyz, redis service.port 6379")
 
     # helm-dependencies: an umbrella chart, Redis from a Redis chart (the lesson's condition
     # redis.enabled, fullnameOverride: redis, so its Service is redis-master), ours told where it is.
