@@ -746,8 +746,11 @@ def redis_checks() -> None:
 
 
 def cmd_run() -> None:
-    """rng Deployment + DaemonSet (from kubectl) behind k8s/dockercoins.yaml's Service rng, 10 workers."""
-    objects = manifest("dockercoins.yaml")
+    """rng Deployment + DaemonSet (from kubectl) behind k8s/dockercoins.yaml's Service rng, 10 workers;
+    hasher and webui as `kubectl create deployment` + `kubectl expose` make them (the first route)."""
+    created = {(o["kind"], o["metadata"]["name"]): o for o in app_by_kubectl_create()}
+    objects = [created.get((o["kind"], o["metadata"]["name"]), o) if o["metadata"]["name"] in ("hasher", "webui") else o
+               for o in manifest("dockercoins.yaml")]
     ds, _ = daemonset_from_kubectl()
     services = [o for o in objects if o["kind"] == "Service"]
     network = f"{kt.PREFIX}-net"
@@ -815,6 +818,15 @@ def cmd_run() -> None:
         kt.check(rate > 11.0, f"DaemonSet route: 10 workers mine {rate:.2f} hashes/s over {t2 - t1:.1f} s with "
                  f"{len(in_service)} rng pods in the Service (one rng alone: at most 10)")
         LESSONS.append(("daemonset", "under Docker", "ok" if rate > 11.0 else "FAIL"))
+        w, ip = started[f"{kt.PREFIX}-webui-0"]
+        try:
+            port = listening_port(kt.pod_spec(w)["containers"][0])
+            with kt.NO_PROXY.open(f"http://{ip}:{port}/json", timeout=3) as response:
+                body = json.loads(response.read())
+            kt.check(body.get("hashes", 0) >= h2, f"webui from kubectl create deployment: /json on port {port} "
+                     f"shows {body.get('hashes')} hashes (hasher too came from kubectl create + expose)")
+        except (OSError, ValueError) as err:
+            kt.check(False, "webui from kubectl create deployment: /json", str(err))
     finally:
         kt.cleanup()
 
