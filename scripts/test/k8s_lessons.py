@@ -770,7 +770,7 @@ def cmd_run() -> None:
             labels = w["spec"]["template"]["metadata"]["labels"]
             pod = {"name": name, "namespace": "default", "labels": labels, "spec": kt.pod_spec(w), "owner": w}
             # A pod is an endpoint of a Service only if the targetPort is the port it listens on.
-            aliases = [s["metadata"]["name"] for s in services if selected(s["spec"]["selector"], labels)
+            aliases = [s["metadata"]["name"] for s in services if selected(s["spec"]["selector"], pod)
                        and not endpoints(s, [pod])[1]]
             kt.docker(*kt.run_args(w, aliases, name, network))
             c = kt.pod_spec(w)["containers"][0]
@@ -842,6 +842,9 @@ def main() -> int:
         if sys.argv[1] in ("run", "all"):
             cmd_run()
     except Exception as err:  # an unexpected error is a failure with its message, then the counts
+        import traceback
+
+        traceback.print_exc()
         kt.fail(f"k8s_lessons.py {sys.argv[1]}: {type(err).__name__}: {err}")
     if LESSONS:
         log("lesson | route | result")
