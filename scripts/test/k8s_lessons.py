@@ -462,8 +462,10 @@ def cmd_static() -> None:
                replayed="label pods active=yes, Service selector + active, label active- on the Deployment's pod")
     lesson("daemonset", "helm --set rng.kind=DaemonSet", chart({"rng": {"kind": "DaemonSet"}}))
     text = DOCS.read_text()
-    section = text[text.find("### rng as a DaemonSet"):text.find("### Rolling updates")]
-    kt.check("kubectl delete deploy rng" not in section and "kubectl create deployment rng" in section,
+    start = text.find("### rng as a DaemonSet")
+    section = text[start:text.find("\n### ", start + 1)]
+    commands = "".join(re.findall(r"```console\n(.*?)```", section, re.S))
+    kt.check("kubectl delete deploy" not in commands and "kubectl create deployment rng" in commands,
              "docs/kubernetes.md: the DaemonSet lesson builds rng.yaml with kubectl and keeps the rng Deployment "
              "(the next lesson, labels and selectors, needs it)")
 
