@@ -807,7 +807,7 @@ def cmd_run() -> None:
                     text = response.read().decode()
                 # The requests answered, probes and scrapes left out.
                 served[name] = sum(int(float(m.group(2))) for m in re.finditer(
-                    r'^http_requests_total\{([^}]*)\} (\S+)$', text, re.M)
+                    r'^http_requests_total\{(.*)\} (\S+)$', text, re.M)
                     if not re.search(r'route="/(metrics|healthz|readyz)"', m.group(1)))
             except OSError as err:
                 served[name] = -1
