@@ -702,9 +702,9 @@ def redis_checks() -> None:
     lm = re.match(r"^(\d+)(Ki|Mi|Gi)$", limit)
     mm = re.match(r"^(\d+)(b|kb|mb|gb)$", maxmemory or "")
     ratio = (int(mm.group(1)) * units[mm.group(2)]) / (int(lm.group(1)) * units[lm.group(2)]) if lm and mm else 0
-    kt.check(policy == "noeviction" and 0 < ratio <= 0.8 and lm and int(lm.group(1)) * units[lm.group(2)] >= 512 * 1024**2,
+    kt.check(policy == "noeviction" and 0 < ratio <= 0.5 and lm and int(lm.group(1)) * units[lm.group(2)] >= 512 * 1024**2,
              f"redis: --maxmemory {maxmemory} --maxmemory-policy {policy}, {ratio:.0%} of its {limit} limit "
-             "(room for the append-only file's rewrite), a limit that holds hours of turbo")
+             "(RSS about 1.2x the data, and the append-only file's rewrite forks), a limit of at least 512Mi")
 
     # helm upgrade to a new chart version, appVersion and image tag: Redis' pod template unchanged.
     with tempfile.TemporaryDirectory() as tmp:
