@@ -16,6 +16,7 @@
 #           privilege escalation, limits, env, args) on one network under the
 #           Services' names, calls every probe, checks that a wrong port is caught,
 #           measures one worker's mining rate from Redis `hashes`, and times SIGTERM.
+# scripts/test/k8s_lessons.py replays the container.training lessons (docs/kubernetes.md's table).
 # Then it builds one rollout variant (scripts/variants.sh) and checks that it
 # differs as documented. Removes everything it started, whatever happens.
 #
@@ -90,7 +91,7 @@ docker image inspect redis:7 >/dev/null 2>&1 || die "redis:7 missing: scripts/te
 run_part() {
   local out status=0
   out=$(mktemp)
-  "$PYTHON" "$ROOT/scripts/test/kubernetes.py" "$1" 2>&1 | tee "$out" || status=$?
+  "$PYTHON" "$ROOT/scripts/test/${2:-kubernetes.py}" "$1" 2>&1 | tee "$out" || status=$?
   local counts
   counts=$(tail -n 1 "$out")
   rm -f "$out"
@@ -130,6 +131,7 @@ docker rmi "$VARIANT/worker:$TAG" "$VARIANT/webui:$TAG" "$VARIANT/rng:$TAG" >/de
 
 log "the manifests' containers under Docker"
 run_part run
+log "the container.training lessons, replayed"; run_part all k8s_lessons.py
 
 log "done in $(($(date +%s) - started)) s"
 echo "$PASSED passed, $FAILED failed"
