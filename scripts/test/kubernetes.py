@@ -457,8 +457,9 @@ delays: {turbo: false, rng: 0, hasher: 100ms, worker: 1m30s}
 extraEnv:
   - {name: RUST_LOG, value: debug}
   - {name: SHUTDOWN_DRAIN, value: 1s}
+  - {name: X_TOKEN, valueFrom: {secretKeyRef: {name: token, key: token}}}
 worker:
-  env: {WORKER_SLEEP: 1s, RNG_URL: "http://rng.other"}
+  env: {WORKER_SLEEP: 1s, RNG_URL: "http://rng.other", X_TOKEN: plain}
   extraEnv:
     - {name: WORKER_SLEEP, value: 2s}
 rng:
@@ -479,6 +480,9 @@ webui:
         env_value(workload(o, "webui"), "REDIS_URL") != {"secretKeyRef": {"name": "redis-url", "key": "url"}}
         and "webui REDIS_URL valueFrom",
         [e["name"] for e in env_list(workload(o, "worker"))][:2] != ["RNG_URL", "HASHER_URL"] and "order kept",
+        [e for e in env_list(workload(o, "worker")) if e["name"] == "X_TOKEN"] != [{"name": "X_TOKEN", "value": "plain"}]
+        and "worker X_TOKEN: a value replaces a valueFrom",
+        env_value(workload(o, "rng"), "X_TOKEN") != {"secretKeyRef": {"name": "token", "key": "token"}} and "rng X_TOKEN",
     ] if p]),
     ("turbo and JSON logs, overridden", RELEASE, """
 delays: {turbo: true}
@@ -604,11 +608,16 @@ REFUSED_SETS: list[tuple[str, str]] = [
                                               "shutdown.timeout (20s + 15s)"),
     ("rng: {env: {PORT: 8080}}", "PORT cannot be set: every DockerCoins container listens on 80"),
     ("extraEnv: [{name: PORT, value: '8080'}]", "PORT cannot be set"),
-    ("extraEnv: [{name: A, value: x, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]", "/extraEnv/0"),
+    ("extraEnv: [{name: A, value: x, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]",
+     "extraEnv A: both value and valueFrom are set; keep one"),
     ("extraEnv: [{value: x}]", "/extraEnv/0"),
     ("worker: {image: {tag: 0.2}}", "/worker/image/tag"),
     ("image: {tag: 2}", "/image/tag"),
     ("webui: {service: {port: 70000}}", "/webui/service/port"),
+    ("webui: {service: {port: '8000'}}", "/webui/service/port"),
+    ("rng: {concurrency: '4'}", "/rng/concurrency"),
+    ("rng: {resources: {limits: {cpu: two}}}", "/rng/resources/limits/cpu"),
+    ("shutdown: {gracePeriodSeconds: '60'}", "/shutdown/gracePeriodSeconds"),
     ("webui: {service: {nodePort: 80}}", "/webui/service/nodePort"),
     ("webui: {ingress: {enabled: true, host: Not A Host}}", "/webui/ingress/host"),
     ("imagePullSecrets: [{}]", "/imagePullSecrets/0"),

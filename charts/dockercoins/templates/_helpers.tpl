@@ -154,6 +154,9 @@ entry with the same name is refused by server-side apply, Helm 4's way).
 {{- $order = append $order .name }}
 {{- end }}
 {{- $entry := dict "name" .name }}
+{{- if and (hasKey . "valueFrom") (hasKey . "value") }}
+{{- fail (printf "extraEnv %s: both value and valueFrom are set; keep one" .name) }}
+{{- end }}
 {{- if hasKey . "valueFrom" }}
 {{- $_ := set $entry "valueFrom" .valueFrom }}
 {{- else }}
