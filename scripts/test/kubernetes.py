@@ -1103,7 +1103,8 @@ def run_test_pod(pod: dict, network: str, only: str | None = None) -> list[tuple
         docker("rm", "-f", name, check_rc=False)
         docker(*run_args(one, [], name, network))
         code = docker("wait", name, timeout=30).stdout.strip()
-        said = (docker("logs", name, check_rc=False).stdout.strip() or "").splitlines()
+        logs = docker("logs", name, check_rc=False)
+        said = (logs.stdout.strip() + "\n" + logs.stderr.strip()).strip().splitlines()
         docker("rm", "-f", name, check_rc=False)
         results.append((int(code) if code.isdigit() else -1, f"{c['name']}: {said[-1] if said else '(nothing)'}"))
     return results
