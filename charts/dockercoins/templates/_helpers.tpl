@@ -2,11 +2,20 @@
 Object and Service names. Unprefixed by default (rng, hasher, redis, worker,
 webui), so that the worker's defaults and the workshop's commands work
 whatever the release is called; prefixNames: true gives <release>-<component>.
+A Service name must be a DNS-1035 label (a letter first, at most 63
+characters, no dot), and Helm accepts release names such as 1abc or a.b: dots
+become dashes, a name that does not start with a letter gets dc- in front, and
+the release part is cut so that the component's name always fits whole.
 Call with (dict "root" $ "component" "rng").
 */}}
 {{- define "dockercoins.name" -}}
 {{- if .root.Values.prefixNames -}}
-{{- printf "%s-%s" .root.Release.Name .component | trunc 63 | trimSuffix "-" -}}
+{{- $release := .root.Release.Name | replace "." "-" -}}
+{{- if not (regexMatch "^[a-z]" $release) -}}
+{{- $release = printf "dc-%s" $release -}}
+{{- end -}}
+{{- $room := sub 62 (len .component) | int -}}
+{{- printf "%s-%s" ($release | trunc $room | trimSuffix "-") .component -}}
 {{- else -}}
 {{- .component -}}
 {{- end -}}
@@ -31,6 +40,14 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- end -}}
 
+{{/* An object's metadata: name, namespace, labels. */}}
+{{- define "dockercoins.metadata" -}}
+name: {{ include "dockercoins.name" . }}
+namespace: {{ .root.Release.Namespace }}
+labels:
+  {{- include "dockercoins.labels" . | nindent 2 }}
+{{- end -}}
+
 {{/* What selects every pod of this release (the NetworkPolicy's "inside the app"). */}}
 {{- define "dockercoins.appSelector" -}}
 app.kubernetes.io/part-of: dockercoins
@@ -39,89 +56,202 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end -}}
 
-{{/* One of our images: <registry>/<component>:<tag>. */}}
-{{- define "dockercoins.image" -}}
-{{- printf "%s/%s:%s" (.root.Values.image.registry | trimSuffix "/") .component (.root.Values.image.tag | default .root.Chart.AppVersion) -}}
+{{/*
+A value as a string, whole numbers as whole numbers: Helm reads every number
+of a values file as a float, which Go prints as 1e+06 (a service refuses that
+for 1000000).
+*/}}
+{{- define "dockercoins.string" -}}
+{{- if kindIs "invalid" . -}}
+{{- else if and (kindIs "float64" .) (eq . (floor .)) -}}
+{{- printf "%.0f" . -}}
+{{- else -}}
+{{- toString . -}}
 {{- end -}}
-
-{{/* The environment each of our services gets besides PORT. */}}
-{{- define "dockercoins.env" -}}
-{{- $v := .root.Values -}}
-{{- $turbo := $v.delays.turbo -}}
-{{- if eq .component "rng" }}
-- name: RNG_DELAY
-  value: {{ ternary "0" $v.delays.rng $turbo | quote }}
-- name: RNG_CONCURRENCY
-  value: {{ ternary 0 $v.rng.concurrency $turbo | toString | quote }}
-{{- else if eq .component "hasher" }}
-- name: HASHER_DELAY
-  value: {{ ternary "0" $v.delays.hasher $turbo | quote }}
-{{- else if eq .component "worker" }}
-- name: RNG_URL
-  value: {{ printf "http://%s" (include "dockercoins.name" (dict "root" .root "component" "rng")) | quote }}
-- name: HASHER_URL
-  value: {{ printf "http://%s" (include "dockercoins.name" (dict "root" .root "component" "hasher")) | quote }}
-- name: REDIS_URL
-  value: {{ printf "redis://%s:6379" (include "dockercoins.name" (dict "root" .root "component" "redis")) | quote }}
-- name: WORKER_SLEEP
-  value: {{ ternary "0" $v.delays.worker $turbo | quote }}
-- name: WORKER_CONCURRENCY
-  value: {{ ternary 32 $v.worker.concurrency $turbo | toString | quote }}
-{{- else if eq .component "webui" }}
-- name: REDIS_URL
-  value: {{ printf "redis://%s:6379" (include "dockercoins.name" (dict "root" .root "component" "redis")) | quote }}
-{{- end }}
-{{- if ne $v.logFormat "text" }}
-- name: LOG_FORMAT
-  value: {{ $v.logFormat | quote }}
-{{- end }}
-{{- if and $turbo (ne .component "worker") (not (hasKey (index $v .component).env "RUST_LOG")) }}
-- name: RUST_LOG
-  value: "info,access=warn"
-{{- end }}
-{{- range $name, $value := (index $v .component).env }}
-- name: {{ $name }}
-  value: {{ $value | toString | quote }}
-{{- end }}
 {{- end -}}
 
 {{/*
-The pod template of rng, hasher, worker and webui: the images' user
+A duration value (delays, shutdown) as the services read it. A bare number
+other than 0 has no unit: refused with the key's name, not passed on for the
+service to refuse at start. Call with (list "delays.rng" $value).
+*/}}
+{{- define "dockercoins.duration" -}}
+{{- $key := index . 0 -}}
+{{- $value := index . 1 -}}
+{{- if and (not (kindIs "string" $value)) (ne (include "dockercoins.string" $value) "0") -}}
+{{- fail (printf "%s: %v has no unit: write a duration such as 100ms, 2s or 0" $key $value) -}}
+{{- end -}}
+{{- include "dockercoins.string" $value -}}
+{{- end -}}
+
+{{/* A duration string (100ms, 1m30s, 0) in milliseconds, for the grace period's check. */}}
+{{- define "dockercoins.milliseconds" -}}
+{{- $total := 0.0 -}}
+{{- $unit := dict "ns" 0.000001 "us" 0.001 "ms" 1.0 "s" 1000.0 "m" 60000.0 "h" 3600000.0 -}}
+{{- range regexFindAll "[0-9]+(ns|us|ms|s|m|h)" (toString .) -1 -}}
+{{- $n := regexFind "^[0-9]+" . | float64 -}}
+{{- $total = addf $total (mulf $n (get $unit (trimPrefix (regexFind "^[0-9]+" .) .))) -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
+{{/* One of our images: <registry>/<component>:<tag>, or the component's own repository and tag. */}}
+{{- define "dockercoins.image" -}}
+{{- $v := .root.Values -}}
+{{- $own := (index $v .component).image | default (dict) -}}
+{{- $repository := $own.repository | default (printf "%s/%s" ($v.image.registry | trimSuffix "/") .component) -}}
+{{- printf "%s:%s" $repository ($own.tag | default $v.image.tag | default .root.Chart.AppVersion) -}}
+{{- end -}}
+
+{{/*
+The environment of one of our services, one entry per name: what the chart
+sets, then the global extraEnv, the component's env (NAME: value) and
+extraEnv, each replacing an entry of the same name where it stands (a second
+entry with the same name is refused by server-side apply, Helm 4's way).
+*/}}
+{{- define "dockercoins.env" -}}
+{{- $v := .root.Values -}}
+{{- $c := index $v .component -}}
+{{- $turbo := $v.delays.turbo -}}
+{{- $set := list -}}
+{{- if eq .component "rng" }}
+{{- $set = append $set (dict "name" "RNG_DELAY" "value" (ternary "0" (include "dockercoins.duration" (list "delays.rng" $v.delays.rng)) $turbo)) }}
+{{- $set = append $set (dict "name" "RNG_CONCURRENCY" "value" (ternary "0" (include "dockercoins.string" $c.concurrency) $turbo)) }}
+{{- else if eq .component "hasher" }}
+{{- $set = append $set (dict "name" "HASHER_DELAY" "value" (ternary "0" (include "dockercoins.duration" (list "delays.hasher" $v.delays.hasher)) $turbo)) }}
+{{- else if eq .component "worker" }}
+{{- $set = append $set (dict "name" "RNG_URL" "value" (printf "http://%s" (include "dockercoins.name" (dict "root" .root "component" "rng")))) }}
+{{- $set = append $set (dict "name" "HASHER_URL" "value" (printf "http://%s" (include "dockercoins.name" (dict "root" .root "component" "hasher")))) }}
+{{- $set = append $set (dict "name" "REDIS_URL" "value" (printf "redis://%s:6379" (include "dockercoins.name" (dict "root" .root "component" "redis")))) }}
+{{- $set = append $set (dict "name" "WORKER_SLEEP" "value" (ternary "0" (include "dockercoins.duration" (list "delays.worker" $v.delays.worker)) $turbo)) }}
+{{- $set = append $set (dict "name" "WORKER_CONCURRENCY" "value" (ternary "32" (include "dockercoins.string" $c.concurrency) $turbo)) }}
+{{- if $c.ignoreSigterm }}
+{{- $set = append $set (dict "name" "WORKER_IGNORE_SIGTERM" "value" "true") }}
+{{- end }}
+{{- else if eq .component "webui" }}
+{{- $set = append $set (dict "name" "REDIS_URL" "value" (printf "redis://%s:6379" (include "dockercoins.name" (dict "root" .root "component" "redis")))) }}
+{{- end }}
+{{- if ne $v.logFormat "text" }}
+{{- $set = append $set (dict "name" "LOG_FORMAT" "value" $v.logFormat) }}
+{{- end }}
+{{- if and $turbo (ne .component "worker") }}
+{{- $set = append $set (dict "name" "RUST_LOG" "value" "info,access=warn") }}
+{{- end }}
+{{- $set = append $set (dict "name" "SHUTDOWN_DRAIN" "value" (include "dockercoins.duration" (list "shutdown.drain" $v.shutdown.drain))) }}
+{{- $set = append $set (dict "name" "SHUTDOWN_TIMEOUT" "value" (include "dockercoins.duration" (list "shutdown.timeout" $v.shutdown.timeout))) }}
+{{- $set = concat $set ($v.extraEnv | default list) }}
+{{- range $name := keys ($c.env | default dict) | sortAlpha }}
+{{- $set = append $set (dict "name" $name "value" (include "dockercoins.string" (index $c.env $name))) }}
+{{- end }}
+{{- $set = concat $set ($c.extraEnv | default list) }}
+{{- $byName := dict -}}
+{{- $order := list -}}
+{{- range $set }}
+{{- if eq .name "PORT" }}
+{{- fail "PORT cannot be set: every DockerCoins container listens on 80, the port of its probes and Services" }}
+{{- end }}
+{{- if not (hasKey $byName .name) }}
+{{- $order = append $order .name }}
+{{- end }}
+{{- $entry := dict "name" .name }}
+{{- if and (hasKey . "valueFrom") (hasKey . "value") }}
+{{- fail (printf "extraEnv %s: both value and valueFrom are set; keep one" .name) }}
+{{- end }}
+{{- if hasKey . "valueFrom" }}
+{{- $_ := set $entry "valueFrom" .valueFrom }}
+{{- else }}
+{{- $_ := set $entry "value" (include "dockercoins.string" (get . "value")) }}
+{{- end }}
+{{- $_ := set $byName .name $entry }}
+{{- end }}
+{{- $env := list -}}
+{{- range $order }}
+{{- $env = append $env (get $byName .) }}
+{{- end }}
+{{- toYaml $env }}
+{{- end -}}
+
+{{/* A map of labels or annotations, every value a string (a label's 2 is "2"). */}}
+{{- define "dockercoins.stringMap" -}}
+{{- $out := dict -}}
+{{- range $key, $value := . }}
+{{- $_ := set $out $key (include "dockercoins.string" $value) }}
+{{- end }}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/*
+The pod template of rng, hasher, worker and webui. Its labels carry the
+component's image tag as its version and not the chart's version, so that a
+chart upgrade restarts only the pods whose settings changed. The images' user
 (65532:65532, the images are FROM scratch), a read-only root, no capability,
 no privilege escalation, the runtime's seccomp profile; readiness on /readyz,
 liveness on /healthz (neither waits in rng's line); Prometheus annotations.
-The services listen on 8080 in the pod (PORT): an unprivileged port works on
-every container runtime, and the Services still answer on port 80.
+Every container listens on 80, as the images and the classic app do; the pod's
+sysctl net.ipv4.ip_unprivileged_port_start=0 (a safe sysctl, allowed by Pod
+Security "restricted") lets user 65532 bind it on every container runtime.
 */}}
 {{- define "dockercoins.podTemplate" -}}
+{{- $v := .root.Values -}}
+{{- $c := index $v .component -}}
+{{- $drain := include "dockercoins.milliseconds" (include "dockercoins.duration" (list "shutdown.drain" $v.shutdown.drain)) | float64 -}}
+{{- $timeout := include "dockercoins.milliseconds" (include "dockercoins.duration" (list "shutdown.timeout" $v.shutdown.timeout)) | float64 -}}
+{{- $grace := int64 $v.shutdown.gracePeriodSeconds -}}
+{{- if le (mulf $grace 1000.0) (addf $drain $timeout) -}}
+{{- fail (printf "shutdown.gracePeriodSeconds (%d) must be larger than shutdown.drain + shutdown.timeout (%s + %s): the kubelet would kill the pods while they drain" $grace (include "dockercoins.string" $v.shutdown.drain) (include "dockercoins.string" $v.shutdown.timeout)) -}}
+{{- end -}}
+{{- $labels := fromYaml (include "dockercoins.stringMap" ($c.podLabels | default $v.podLabels | default (dict))) -}}
+{{- $chartLabels := omit (fromYaml (include "dockercoins.labels" .)) "helm.sh/chart" -}}
+{{- $_ := set $chartLabels "app.kubernetes.io/version" (regexReplaceAll "^.*:" (include "dockercoins.image" .) "") -}}
+{{- $labels = mergeOverwrite $chartLabels $labels (fromYaml (include "dockercoins.selectorLabels" .)) -}}
+{{- $annotations := dict "prometheus.io/scrape" "true" "prometheus.io/port" "80" "prometheus.io/path" "/metrics" -}}
+{{- $annotations = mergeOverwrite $annotations (fromYaml (include "dockercoins.stringMap" ($c.podAnnotations | default $v.podAnnotations | default (dict)))) -}}
 metadata:
   labels:
-    {{- include "dockercoins.labels" . | nindent 4 }}
+    {{- toYaml $labels | nindent 4 }}
   annotations:
-    prometheus.io/scrape: "true"
-    prometheus.io/port: "8080"
-    prometheus.io/path: /metrics
+    {{- toYaml $annotations | nindent 4 }}
 spec:
   automountServiceAccountToken: false
   # No RNG_PORT=tcp://... and such from the Services: only the env below.
   enableServiceLinks: false
+  terminationGracePeriodSeconds: {{ $grace }}
   securityContext:
     runAsNonRoot: true
     runAsUser: 65532
     runAsGroup: 65532
     seccompProfile:
       type: RuntimeDefault
+    sysctls:
+      - name: net.ipv4.ip_unprivileged_port_start
+        value: "0"
+  {{- with $v.imagePullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - name: {{ if kindIs "string" . }}{{ . }}{{ else }}{{ .name }}{{ end }}
+    {{- end }}
+  {{- end }}
+  {{- with ($c.nodeSelector | default $v.nodeSelector) }}
+  nodeSelector:
+    {{- include "dockercoins.stringMap" . | nindent 4 }}
+  {{- end }}
+  {{- with ($c.tolerations | default $v.tolerations) }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with ($c.affinity | default $v.affinity) }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   containers:
     - name: {{ .component }}
       image: {{ include "dockercoins.image" . }}
-      imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+      imagePullPolicy: {{ $v.image.pullPolicy }}
       env:
-        - name: PORT
-          value: "8080"
         {{- include "dockercoins.env" . | trim | nindent 8 }}
       ports:
         - name: http
-          containerPort: 8080
+          containerPort: 80
           protocol: TCP
       readinessProbe:
         httpGet:
@@ -137,8 +267,10 @@ spec:
         periodSeconds: 10
         timeoutSeconds: 2
         failureThreshold: 3
+      {{- with $c.resources }}
       resources:
-        {{- toYaml (index .root.Values .component).resources | nindent 8 }}
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
       securityContext:
         allowPrivilegeEscalation: false
         readOnlyRootFilesystem: true
@@ -152,11 +284,9 @@ spec:
 apiVersion: apps/v1
 kind: Deployment
 metadata:
-  name: {{ include "dockercoins.name" . }}
-  labels:
-    {{- include "dockercoins.labels" . | nindent 4 }}
+  {{- include "dockercoins.metadata" . | nindent 2 }}
 spec:
-  replicas: {{ (index .root.Values .component).replicas }}
+  replicas: {{ int64 (index .root.Values .component).replicas }}
   selector:
     matchLabels:
       {{- include "dockercoins.selectorLabels" . | nindent 6 }}
@@ -164,14 +294,16 @@ spec:
     {{- include "dockercoins.podTemplate" . | nindent 4 }}
 {{- end -}}
 
-{{/* The ClusterIP Service on port 80 in front of rng or hasher. */}}
+{{/*
+The ClusterIP Service on port 80 in front of rng or hasher. targetPort is the
+number 80, not the name: pods made by `kubectl create deployment` (the
+DaemonSet lesson's) have no named port and are reached all the same.
+*/}}
 {{- define "dockercoins.service" -}}
 apiVersion: v1
 kind: Service
 metadata:
-  name: {{ include "dockercoins.name" . }}
-  labels:
-    {{- include "dockercoins.labels" . | nindent 4 }}
+  {{- include "dockercoins.metadata" . | nindent 2 }}
 spec:
   type: ClusterIP
   selector:
@@ -179,6 +311,6 @@ spec:
   ports:
     - name: http
       port: 80
-      targetPort: http
+      targetPort: 80
       protocol: TCP
 {{- end -}}

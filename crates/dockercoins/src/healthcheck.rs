@@ -10,12 +10,12 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// The `healthcheck` subcommand: `GET http://127.0.0.1:<port>/healthz`.
+/// The `healthcheck` subcommand: `GET http://127.0.0.1:<port>/healthz`, or
+/// the `--url` given (an http:// URL), and exit 0 on a 2xx answer.
 ///
 /// hyper's client, the one the worker uses: it reads no `HTTP_PROXY`, so a
 /// proxy in the container's environment cannot take the probe elsewhere.
-pub async fn run(port: u16) -> ExitCode {
-    let url = format!("http://127.0.0.1:{port}/healthz");
+pub async fn run(url: &str) -> ExitCode {
     let client: HyperClient<HttpConnector, Empty<Bytes>> =
         HyperClient::builder(TokioExecutor::new()).build_http();
     let request = match url.parse() {

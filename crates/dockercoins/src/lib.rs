@@ -44,6 +44,10 @@ pub enum Command {
         /// Port to probe (default: $PORT).
         #[arg(long)]
         port: Option<u16>,
+        /// An http:// URL to GET instead, exit 0 on a 2xx answer: another
+        /// service through its Service name (the chart's `helm test` pod).
+        #[arg(long, conflicts_with = "port")]
+        url: Option<String>,
     },
 }
 
@@ -82,8 +86,10 @@ where
         }
     };
     let code = runtime.block_on(async move {
-        if let Some(Command::Healthcheck { port }) = cli.command {
-            return healthcheck::run(port.unwrap_or(cli.common.port)).await;
+        if let Some(Command::Healthcheck { port, url }) = cli.command {
+            let port = port.unwrap_or(cli.common.port);
+            let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{port}/healthz"));
+            return healthcheck::run(&url).await;
         }
         logging::init(&cli.common);
         metrics::install_for(name);

@@ -84,6 +84,33 @@ async fn healthcheck_exits_0_when_healthy_and_1_on_a_dead_port() {
     );
 }
 
+/// `healthcheck --url`: what the chart's `helm test` pod runs against the
+/// Services (any http:// URL, 2xx is healthy).
+#[tokio::test]
+async fn healthcheck_url_asks_another_address() {
+    let mut hasher = start(&[]).await;
+    let url = format!("http://127.0.0.1:{}/readyz", hasher.port);
+    let (code, out) = healthcheck(HASHER, 1, &["--url", &url]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.trim(), format!("healthy: {url} answered 200 OK"));
+    let missing = format!("http://127.0.0.1:{}/nothing-here", hasher.port);
+    let (code, out) = healthcheck(HASHER, hasher.port, &["--url", &missing]);
+    assert_eq!(code, 1, "a 404 is unhealthy: {out}");
+    assert!(
+        out.starts_with(&format!("unhealthy: {missing} answered 404")),
+        "{out:?}"
+    );
+
+    let (status, _) = hasher.signal_and_wait("TERM").await;
+    assert!(status.success());
+    let (code, out) = healthcheck(HASHER, hasher.port, &["--url", &url]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("unhealthy: ") && out.lines().count() == 1,
+        "{out:?}"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_and_sigint_exit_0_within_a_second() {
     for signal in ["TERM", "INT"] {
