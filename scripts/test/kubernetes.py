@@ -158,8 +158,9 @@ PLAIN = {
     "networkpolicy.yaml": (
         {"networkPolicy": {"enabled": True}},
         ["networkpolicy.yaml"],
-        """# The workshop's NetworkPolicy: the web UI reachable from anywhere, rng, hasher,
-# redis and the workers only from the app's own pods.
+        """# The workshop's NetworkPolicy: the web UI reachable from anywhere; the app's
+# other pods from any pod of their namespace, none from other namespaces (the
+# workshop's deny-from-other-namespaces and allow-webui).
 #
 #   kubectl apply -f k8s/networkpolicy.yaml
 #
@@ -169,8 +170,6 @@ PLAIN = {
 """,
     ),
 }
-# The templates whose objects carry no metadata.namespace yet.
-NAMESPACE_EXEMPT = ("redis.yaml", "networkpolicy.yaml")
 GENERATED_NOTE = (
     "# Generated from charts/dockercoins by scripts/k8s-manifests.sh: edit the chart, then run it.\n"
 )
@@ -410,7 +409,7 @@ def value_problems(objects: list[dict], out: dict[str, str]) -> list[str]:
                 if twice:
                     problems.append(f"{o['metadata']['name']}: env {', '.join(twice)} twice")
     for path, text in out.items():
-        if path.endswith(".yaml") and not path.endswith(NAMESPACE_EXEMPT):
+        if path.endswith(".yaml"):
             for o in documents(text):
                 if o["metadata"].get("namespace") != NAMESPACE:
                     problems.append(f"{o['kind']} {o['metadata']['name']} ({path}): no metadata.namespace")
@@ -800,6 +799,7 @@ def cmd_static(args) -> None:
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"workers": 10}, "workers"),
         ({"redis": {"persistence": {"enabled": "yes"}}}, "/redis/persistence/enabled"),
+        ({"redis": {"enabled": False}}, "/redis"),
     ]:
         try:
             render(bad)
@@ -1216,8 +1216,8 @@ def cmd_run(args) -> None:
                     return str(err)
 
             js, css = get(ip, "/webui.js"), get(ip, "/webui.css")
-            check("#d62728" in js and "#1746c2" not in js and ".axis-labels, .u-legend { font-size: 50px; }" in css,
-                  f"{variant_webui}: the chart in #d62728, axis labels 50px")
+            check("#2ca02c" in js and "#1746c2" not in js and ".axis-labels, .u-legend { font-size: 50px; }" in css,
+                  f"{variant_webui}: the chart in green (#2ca02c), axis labels 50px")
             check("#1746c2" in get(webui_ip, "/webui.js") and "font-size: 15px" in get(webui_ip, "/webui.css"),
                   "the normal webui: the chart in #1746c2, axis labels 15px")
 

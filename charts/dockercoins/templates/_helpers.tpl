@@ -122,14 +122,14 @@ entry with the same name is refused by server-side apply, Helm 4's way).
 {{- else if eq .component "worker" }}
 {{- $set = append $set (dict "name" "RNG_URL" "value" (printf "http://%s" (include "dockercoins.name" (dict "root" .root "component" "rng")))) }}
 {{- $set = append $set (dict "name" "HASHER_URL" "value" (printf "http://%s" (include "dockercoins.name" (dict "root" .root "component" "hasher")))) }}
-{{- $set = append $set (dict "name" "REDIS_URL" "value" (printf "redis://%s:6379" (include "dockercoins.name" (dict "root" .root "component" "redis")))) }}
+{{- $set = append $set (dict "name" "REDIS_URL" "value" (include "dockercoins.redisURL" .root)) }}
 {{- $set = append $set (dict "name" "WORKER_SLEEP" "value" (ternary "0" (include "dockercoins.duration" (list "delays.worker" $v.delays.worker)) $turbo)) }}
 {{- $set = append $set (dict "name" "WORKER_CONCURRENCY" "value" (ternary "32" (include "dockercoins.string" $c.concurrency) $turbo)) }}
 {{- if $c.ignoreSigterm }}
 {{- $set = append $set (dict "name" "WORKER_IGNORE_SIGTERM" "value" "true") }}
 {{- end }}
 {{- else if eq .component "webui" }}
-{{- $set = append $set (dict "name" "REDIS_URL" "value" (printf "redis://%s:6379" (include "dockercoins.name" (dict "root" .root "component" "redis")))) }}
+{{- $set = append $set (dict "name" "REDIS_URL" "value" (include "dockercoins.redisURL" .root)) }}
 {{- end }}
 {{- if ne $v.logFormat "text" }}
 {{- $set = append $set (dict "name" "LOG_FORMAT" "value" $v.logFormat) }}
@@ -257,9 +257,11 @@ spec:
         httpGet:
           path: /readyz
           port: http
+        # Three misses (15 s): a Redis slow for a few seconds does not take
+        # the worker and the web UI out of their Services.
         periodSeconds: 5
         timeoutSeconds: 2
-        failureThreshold: 2
+        failureThreshold: 3
       livenessProbe:
         httpGet:
           path: /healthz
