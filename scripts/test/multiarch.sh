@@ -329,7 +329,7 @@ for arch in "${EMULATED[@]}"; do
   for svc in "${SERVICES[@]}"; do
     image="localhost/dockercoins/$svc:$TAG-$arch"
     check "$image is ${PLATFORM[$arch]}" test "$(image_platform "$image")" = "${PLATFORM[$arch]}"
-    check "its /$svc is a ${CPU_NAME[$arch]} binary (ELF e_machine/class ${ELF_MACHINE[$arch]}/${ELF_CLASS[$arch]})" \
+    check "its /$svc is a binary for ${CPU_NAME[$arch]} (ELF e_machine/class ${ELF_MACHINE[$arch]}/${ELF_CLASS[$arch]})" \
       test "$(image_binary_machine "$image" "$svc")" = "${ELF_MACHINE[$arch]}/${ELF_CLASS[$arch]}"
     size="$(docker image inspect -f '{{.Size}}' "$image")"
     FIGURE[size_${arch}_$svc]="$image $size bytes"
@@ -387,7 +387,7 @@ pulled_machine() {
 for svc in "${SERVICES[@]}"; do
   for arch in "${ARCHS[@]}"; do
     m="$(pulled_machine "${PLATFORM[$arch]}" "$svc" || echo none)"
-    check "docker pull --platform ${PLATFORM[$arch]} $REGISTRY/$svc:$TAG: a ${CPU_NAME[$arch]} binary (e_machine/class $m)" \
+    check "docker pull --platform ${PLATFORM[$arch]} $REGISTRY/$svc:$TAG: a binary for ${CPU_NAME[$arch]} (e_machine/class $m)" \
       test "$m" = "${ELF_MACHINE[$arch]}/${ELF_CLASS[$arch]}"
     [[ "$svc" != worker ]] || FIGURE[pull_$arch]="worker: e_machine/class $m (${CPU_NAME[$arch]} = ${ELF_MACHINE[$arch]}/${ELF_CLASS[$arch]})"
   done
