@@ -337,6 +337,17 @@ for arch in "${EMULATED[@]}"; do
   done
 done
 
+# Any other platform stops at the build stage's first step, naming the three.
+refuses_platform() {
+  local out
+  if out="$(kit_build --platform "$1" --progress=plain -f "$ROOT/docker/rng.Dockerfile" "$ROOT" 2>&1)"; then return 1; fi
+  grep -q "DockerCoins builds for linux/amd64, linux/arm64 and linux/arm/v7, not $1" <<<"$out"
+}
+for platform in linux/arm/v6 linux/386; do
+  check "a build for $platform stops with \"DockerCoins builds for linux/amd64, linux/arm64 and linux/arm/v7, not $platform\"" \
+    refuses_platform "$platform"
+done
+
 # --- 3. the three platforms to a registry, with a manifest list ----------------------------
 
 log "registry:2 as dcarch-registry on $REGISTRY"
