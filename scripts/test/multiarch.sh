@@ -14,7 +14,8 @@
 #      platform and cross-compiles for aarch64 and armv7 (rustup's standard
 #      library, Debian's cross linker), in the seeded amd64
 #      rust:1.95-slim-bookworm; the runtime stage has no RUN. Each binary is of
-#      its architecture (ELF e_machine and class) and each image small;
+#      its architecture (ELF e_machine and class) and each image small; a
+#      build for linux/arm/v6 or linux/386 stops, naming the three platforms;
 #   3. PLATFORMS=linux/amd64,linux/arm64,linux/arm/v7 scripts/push.sh to a
 #      registry:2 of its own: the amd64 images built by Compose from the
 #      Dockerfiles, the others above, a manifest list per service; `docker
