@@ -3,7 +3,7 @@
 #
 #   scripts/push.sh                         -> 127.0.0.1:5000/{hasher,rng,webui,worker}:latest
 #   REGISTRY=reg.example:5000 TAG=v0.2 scripts/push.sh
-#   PLATFORMS=linux/amd64,linux/arm64 scripts/push.sh   -> one image per platform + a manifest list
+#   PLATFORMS=linux/amd64,linux/arm64,linux/arm/v7 scripts/push.sh   -> one image per platform + a manifest list
 #
 # The images are the ones Compose builds, localhost/dockercoins/<service>:$TAG. With
 # BUILD=auto (the default) they are reused when all four exist and built with
@@ -13,7 +13,8 @@
 # does not answer, the script stops and says how to start one.
 #
 # With PLATFORMS (a comma-separated list), each platform is built on its own,
-# as localhost/dockercoins/<service>:$TAG-<arch> (linux/arm64 -> $TAG-arm64), by
+# as localhost/dockercoins/<service>:$TAG-<arch> (linux/arm64 -> $TAG-arm64,
+# linux/arm/v7 -> $TAG-armv7), by
 # `docker compose build` with DOCKER_DEFAULT_PLATFORM set: for a platform
 # other than the machine's, the Dockerfiles' build stage still runs on the
 # machine's own and cross-compiles (no emulation; docs/platforms.md). Each is
@@ -28,10 +29,10 @@
 #        TAG       image tag (default latest)
 #        BUILD     auto | always | never (default auto)
 #        IMAGE_PREFIX  local image names (default localhost/dockercoins, i.e. localhost/dockercoins/<service>:$TAG)
-#        PLATFORMS     e.g. linux/amd64,linux/arm64 (default: unset, the machine's platform only)
+#        PLATFORMS     e.g. linux/amd64,linux/arm64,linux/arm/v7 (default: unset, the machine's platform only)
 set -euo pipefail
 
-usage() { echo "usage: $0 [hasher|rng|webui|worker ...]   (env: REGISTRY=127.0.0.1:5000 TAG=latest BUILD=auto|always|never PLATFORMS=linux/amd64,linux/arm64)"; }
+usage() { echo "usage: $0 [hasher|rng|webui|worker ...]   (env: REGISTRY=127.0.0.1:5000 TAG=latest BUILD=auto|always|never PLATFORMS=linux/amd64,linux/arm64,linux/arm/v7)"; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REGISTRY="${REGISTRY:-127.0.0.1:5000}"
@@ -56,7 +57,7 @@ if [[ -n "$PLATFORMS" ]]; then
   IFS=, read -r -a platforms <<<"$PLATFORMS"
   for platform in "${platforms[@]}"; do
     [[ "$platform" =~ ^[a-z0-9]+/[a-z0-9]+(/[a-z0-9]+)?$ ]] ||
-      { echo "push: PLATFORMS must be like linux/amd64,linux/arm64 (got '$PLATFORMS')" >&2; exit 2; }
+      { echo "push: PLATFORMS must be like linux/amd64,linux/arm64,linux/arm/v7 (got '$PLATFORMS')" >&2; exit 2; }
   done
 fi
 case "$BUILD" in
@@ -142,11 +143,12 @@ if [[ ${#platforms[@]} -eq 0 ]]; then
   exit 0
 fi
 
-# 2. Each platform: build (or reuse), tag $TAG-<arch>, push.
+# 2. Each platform: build (or reuse), tag $TAG-<arch> (the platform without
+# its OS and slashes: amd64, arm64, armv7), push.
 suffixes=()
 for platform in "${platforms[@]}"; do
   suffix="${platform#*/}"
-  suffix="${suffix//\//-}"
+  suffix="${suffix//\//}"
   suffixes+=("$suffix")
   local_images "$TAG-$suffix" "$platform"
   push_images "$TAG-$suffix"
