@@ -69,6 +69,13 @@ suite_lint() {
     cargo clippy --workspace --all-targets --locked -- -D warnings
     shellcheck scripts/*.sh scripts/*/*.sh .ci/run
     scripts/test/docs-links.sh
+    scripts/test/cargo-deny.sh
+    local bin
+    bin=$(scripts/test/github-lint-venv.sh)
+    "$bin/actionlint" .github/workflows/*.yml
+    "$bin/zizmor" --offline --persona pedantic -q .github
+    "$bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
+    "$bin/check-jsonschema" --builtin-schema vendor.dependabot .github/dependabot.yml
     if docker compose version >/dev/null 2>&1; then
         for file in compose.yaml compose.*.yaml; do
             [ "$file" = compose.yaml ] && docker compose -f compose.yaml config -q && continue
