@@ -79,4 +79,4 @@ else
 fi
 
 "$DENY" --version
-"$DENY" "${offline[@]}" --log-level warn check "${config[@]}" --show-stats "$@"
+"$DENY" "${offline[@]}" --locked --log-level warn "${config[@]}" check --show-stats "$@"
