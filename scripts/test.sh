@@ -72,6 +72,7 @@ suite_lint() {
     scripts/test/cargo-deny.sh
     local bin
     bin=$(scripts/test/github-lint-venv.sh)
+    echo "actionlint, zizmor --persona pedantic, check-jsonschema: .github/"
     "$bin/actionlint" .github/workflows/*.yml
     "$bin/zizmor" --offline --persona pedantic -q .github
     "$bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
