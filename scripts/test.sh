@@ -27,8 +27,10 @@ suites=("$@")
 
 # -- What the tests need --------------------------------------------------------
 install_packages() {
-    local wanted=(redis-server redis-tools chromium chromium-driver debootstrap shellcheck prometheus wrk curl jq python3-venv qemu-user-static binfmt-support)
+    local wanted=(redis-server redis-tools debootstrap shellcheck prometheus wrk curl jq python3-venv qemu-user-static binfmt-support)
     local missing=()
+    # The browser, only for the browser suite (Ubuntu ships Chromium only as a snap).
+    runs browser && wanted+=(chromium chromium-driver)
     for package in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
     done
@@ -40,6 +42,12 @@ install_packages() {
     echo "installing: ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# runs SUITE: whether SUITE is among the suites asked for and not in SKIP.
+runs() {
+    case " ${suites[*]} " in *" $1 "*) ;; *) return 1 ;; esac
+    case " $SKIP " in *" $1 "*) return 1 ;; esac
 }
 
 needs_docker() {
@@ -61,6 +69,14 @@ suite_lint() {
     cargo clippy --workspace --all-targets --locked -- -D warnings
     shellcheck scripts/*.sh scripts/*/*.sh .ci/run
     scripts/test/docs-links.sh
+    scripts/test/cargo-deny.sh
+    local bin
+    bin=$(scripts/test/github-lint-venv.sh)
+    echo "actionlint, zizmor --persona pedantic, check-jsonschema: .github/"
+    "$bin/actionlint" .github/workflows/*.yml
+    "$bin/zizmor" --offline --persona pedantic -q .github
+    "$bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
+    "$bin/check-jsonschema" --builtin-schema vendor.dependabot .github/dependabot.yml
     if docker compose version >/dev/null 2>&1; then
         for file in compose.yaml compose.*.yaml; do
             [ "$file" = compose.yaml ] && docker compose -f compose.yaml config -q && continue

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The documentation's links: every relative link and #anchor in README.md,
-# CHANGELOG.md and docs/*.md leads to a file of the repository and, for an
-# anchor, to a heading (GitHub's slugs) or id in it. Links with a scheme
+# CHANGELOG.md, CONTRIBUTING.md, SECURITY.md and docs/*.md leads to a file of
+# the repository and, for an anchor, to a heading (GitHub's slugs) or id in it. Links with a scheme
 # (https:, mailto:) are not followed. The checker first checks itself on
 # made-up pages with good and dead links (scripts/test/docs_links.py).
 #
-# Usage: scripts/test/docs-links.sh [FILE.md...]   (default: README.md CHANGELOG.md docs/*.md)
+# Usage: scripts/test/docs-links.sh [FILE.md...]   (default: README.md CHANGELOG.md CONTRIBUTING.md SECURITY.md docs/*.md)
 # Env:   EXPECTED   space-separated paths of pages not written yet that links may
 #                   already name (default empty: a link to a missing file fails)
 #        PYTHON     the Python 3 interpreter (default python3)
@@ -22,7 +22,7 @@ export EXPECTED="${EXPECTED:-}"
 
 files=("$@")
 if [[ ${#files[@]} -eq 0 ]]; then
-  files=(README.md CHANGELOG.md)
+  files=(README.md CHANGELOG.md CONTRIBUTING.md SECURITY.md)
   shopt -s nullglob
   files+=(docs/*.md)
 fi
