@@ -1,7 +1,8 @@
 //! The worker and the web UI against a highly available Redis of real
 //! redis-server processes (a primary, two replicas, three Sentinels): the
-//! primary is SIGKILLed, Sentinel promotes a replica, both services follow it
-//! without a restart, and every unit the worker did is counted exactly once.
+//! primary is SIGKILLed twice in a row (the first one killed comes back
+//! before the second kill), Sentinel promotes a replica, both services follow
+//! it without a restart, and every unit the worker did is counted once.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,8 @@ use redis::AsyncCommands;
 const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 /// This file's share of the tests' loopback ports.
 const PORTS: std::ops::Range<u16> = 32700..32800;
+/// Times the primary is killed in a row.
+const KILLS: usize = 2;
 
 /// `hashes` and the number of wallet entries on the server at `port`.
 async fn counted(port: u16) -> (u64, u64) {
@@ -47,7 +50,7 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn worker_and_webui_follow_a_failover_and_lose_no_unit() {
+async fn worker_and_webui_follow_failovers_and_lose_no_unit() {
     let mut ha = RedisHa::start().await;
     let sentinels = ha.sentinels();
     let (_rng, _hasher, mut worker) = start_worker(&sentinels).await;
@@ -63,7 +66,6 @@ async fn worker_and_webui_follow_a_failover_and_lose_no_unit() {
     )
     .await;
 
-    let old = ha.primary_port().await.expect("a primary");
     wait_for(
         "hashes counted before the failover",
         Duration::from_secs(10),
@@ -71,40 +73,52 @@ async fn worker_and_webui_follow_a_failover_and_lose_no_unit() {
     )
     .await;
 
-    // A crash of the primary: Sentinel promotes one of the replicas.
-    ha.server(old).kill().await;
-    wait_for("a new primary", Duration::from_secs(30), || async {
-        ha.primary_port().await.is_some_and(|port| port != old)
-    })
-    .await;
-    let new = ha.primary_port().await.expect("a primary");
-    wait_for(
-        "the worker's log line about the new primary",
-        Duration::from_secs(10),
-        || async {
-            worker.lines().iter().any(|line| {
-                line.contains(&format!(
-                    "redis primary changed: 127.0.0.1:{old} -> 127.0.0.1:{new}"
-                ))
-            })
-        },
-    )
-    .await;
+    let mut new = 0;
+    for round in 1..=KILLS {
+        // A crash of the primary: Sentinel promotes one of the replicas.
+        let old = ha.primary_port().await.expect("a primary");
+        ha.server(old).kill().await;
+        wait_for("a new primary", Duration::from_secs(30), || async {
+            ha.primary_port().await.is_some_and(|port| port != old)
+        })
+        .await;
+        new = ha.primary_port().await.expect("a primary");
+        let changed = format!("redis primary changed: 127.0.0.1:{old} -> 127.0.0.1:{new}");
+        wait_for(
+            &format!("kill {round}: the worker's log line {changed:?}"),
+            Duration::from_secs(10),
+            || async { worker.lines().iter().any(|line| line.contains(&changed)) },
+        )
+        .await;
 
-    // Both carry on with the new primary, without a restart.
-    let (after_failover, _) = counted(new).await;
-    wait_for(
-        "hashes counted after the failover",
-        Duration::from_secs(15),
-        || async { counted(new).await.0 > after_failover + 100 },
-    )
-    .await;
-    wait_for(
-        "the web UI reading the new primary",
-        Duration::from_secs(10),
-        || async { webui_hashes(&webui).await.unwrap_or(0) > after_failover },
-    )
-    .await;
+        // Both carry on with the new primary, without a restart.
+        let (after_failover, _) = counted(new).await;
+        wait_for(
+            &format!("kill {round}: hashes counted after the failover"),
+            Duration::from_secs(15),
+            || async { counted(new).await.0 > after_failover + 100 },
+        )
+        .await;
+        wait_for(
+            &format!("kill {round}: the web UI reading the new primary"),
+            Duration::from_secs(10),
+            || async { webui_hashes(&webui).await.unwrap_or(0) > after_failover },
+        )
+        .await;
+
+        if round == KILLS {
+            break;
+        }
+        // The killed server comes back as it was started, a primary with no
+        // replica: it refuses writes until the Sentinels make it a replica.
+        ha.server(old).restart().await;
+        wait_for(
+            &format!("kill {round}: both replicas back with the new primary"),
+            Duration::from_secs(30),
+            || async { ha.replicas_of(new).await == 2 },
+        )
+        .await;
+    }
 
     check_counts(&mut worker, new).await;
     webui.stop().await.expect("webui stops");
