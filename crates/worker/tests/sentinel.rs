@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use dockercoins::test_support::{Process, RedisHa, Running, get, spawn};
+use dockercoins::CancellationToken;
+use dockercoins::redis::Redis;
+use dockercoins::test_support::{Process, RedisHa, RedisServer, Running, free_port, get, spawn};
 use redis::AsyncCommands;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_worker");
@@ -230,4 +232,67 @@ async fn check_counts(worker: &mut Process, port: u16) -> Vec<String> {
     assert_eq!(hashes, done.0, "hashes == units the worker did, exactly");
     assert_eq!(wallet, coins, "wallet entries == coins the worker found");
     lines
+}
+
+/// A primary without the replica it needs (`min-replicas-to-write 1`) refuses
+/// every batch (`NOREPLICAS`): the worker counts the refusals, keeps the work,
+/// and once writes are allowed again every unit is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_a_primary_refuses_are_kept_and_counted_once_later() {
+    let redis = RedisServer::start_with(
+        free_port(),
+        vec!["--min-replicas-to-write".to_owned(), "1".to_owned()],
+    )
+    .await;
+    let rng = spawn("rng", &["--delay", "0"], rng::run).await;
+    let hasher = spawn("hasher", &["--delay", "0"], hasher::run).await;
+    let (rng_url, hasher_url, redis_url) = (rng.url(""), hasher.url(""), redis.url());
+    let config = dockercoins::parse_from::<worker::Config, _, _>(
+        "worker",
+        worker::ABOUT,
+        [
+            "worker",
+            "--rng-url",
+            &rng_url,
+            "--hasher-url",
+            &hasher_url,
+            "--redis-url",
+            &redis_url,
+            "--sleep",
+            "5ms",
+            "--flush-interval",
+            "100ms",
+        ],
+    )
+    .expect("valid arguments")
+    .service;
+    let shutdown = CancellationToken::new();
+    let mining = tokio::spawn(worker::mine(
+        config,
+        "worker-a".to_owned(),
+        Redis::open(&redis_url).expect("redis url"),
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut client = redis.client().await;
+    let hashes: Option<u64> = client.get("hashes").await.expect("GET hashes");
+    assert_eq!(hashes, None, "a primary without its replica took a batch");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg("0")
+        .query_async(&mut client)
+        .await
+        .expect("CONFIG SET");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    let summary = mining.await.expect("task").expect("mining");
+    let hashes: Option<u64> = client.get("hashes").await.expect("GET hashes");
+    assert!(summary.batches_refused > 0, "{summary:?}");
+    assert!(
+        summary.batches_resent >= summary.batches_refused,
+        "{summary:?}"
+    );
+    assert_eq!(hashes, Some(summary.units), "{summary:?}");
+    assert_eq!(summary.flushed, summary.units, "{summary:?}");
 }
