@@ -90,7 +90,7 @@ pub const METRICS: [Metric; 20] = [
     metric("worker", "worker_batches_resent_total", Kind::Counter, "",
         "Batches sent to Redis again, after an error, a refusal or no replica's confirmation (their numbers stop them from counting twice)."),
     metric("worker", "worker_batches_refused_total", Kind::Counter, "",
-        "Batches Redis refused: a primary without enough replicas (NOREPLICAS) or one turned replica (READONLY)."),
+        "Batches Redis refused: a primary without enough replicas (NOREPLICAS), one turned replica (READONLY), or one full (OOM)."),
     metric("worker", "worker_batches_unconfirmed_total", Kind::Counter, "",
         "With Sentinel: batches written that no replica confirmed within REDIS_WAIT_TIMEOUT (WAIT 1), kept to be sent again."),
     metric("webui", "webui_redis_duration_seconds", Kind::Histogram, "",

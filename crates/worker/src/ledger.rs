@@ -61,7 +61,7 @@ pub struct Summary {
     pub coins_dropped: u64,
     /// Sends of a batch that had been sent before.
     pub batches_resent: u64,
-    /// Batches Redis refused to write (`NOREPLICAS`, `READONLY`).
+    /// Batches Redis refused to write (`NOREPLICAS`, `READONLY`, `OOM`).
     pub batches_refused: u64,
     /// Batches written that no replica confirmed in time (`WAIT` said 0).
     pub batches_unconfirmed: u64,
@@ -405,7 +405,8 @@ impl Ledger {
 /// Why a batch was not taken.
 enum Failure {
     /// Redis answered that it does not take writes now: a primary without
-    /// enough replicas (`NOREPLICAS`) or one that became a replica (`READONLY`).
+    /// enough replicas (`NOREPLICAS`), one that became a replica (`READONLY`),
+    /// or one full (`OOM`, maxmemory).
     Refused(String),
     /// Written, but no replica confirmed it in time.
     Unconfirmed(String),
@@ -416,7 +417,7 @@ enum Failure {
 impl From<redis::RedisError> for Failure {
     fn from(err: redis::RedisError) -> Self {
         match err.code() {
-            Some("NOREPLICAS" | "READONLY") => Failure::Refused(format!("refused: {err}")),
+            Some("NOREPLICAS" | "READONLY" | "OOM") => Failure::Refused(format!("refused: {err}")),
             _ => Failure::Failed(err.to_string()),
         }
     }
