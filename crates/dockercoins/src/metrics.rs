@@ -58,7 +58,7 @@ const fn metric(
 
 /// Every metric the services export.
 #[rustfmt::skip]
-pub const METRICS: [Metric; 17] = [
+pub const METRICS: [Metric; 20] = [
     metric("all", "dockercoins_build_info", Kind::Gauge, "service, version",
         "Always 1: which service and version answers."),
     metric("all", "process_start_time_seconds", Kind::Gauge, "",
@@ -87,6 +87,12 @@ pub const METRICS: [Metric; 17] = [
         "Units done that Redis has not counted yet."),
     metric("worker", "worker_coins_unflushed", Kind::Gauge, "",
         "Coins found that are not in Redis' wallet yet."),
+    metric("worker", "worker_batches_resent_total", Kind::Counter, "",
+        "Batches sent to Redis again, after an error, a refusal or no replica's confirmation (their numbers stop them from counting twice)."),
+    metric("worker", "worker_batches_refused_total", Kind::Counter, "",
+        "Batches Redis refused: a primary without enough replicas (NOREPLICAS), one turned replica (READONLY), or one full (OOM)."),
+    metric("worker", "worker_batches_unconfirmed_total", Kind::Counter, "",
+        "With Sentinel: batches written that no replica confirmed within REDIS_WAIT_TIMEOUT (WAIT 1), kept to be sent again."),
     metric("webui", "webui_redis_duration_seconds", Kind::Histogram, "",
         "Time to read the counters from Redis (four times a second, and for GET /json: one read answers every request that waited for it)."),
     metric("webui", "webui_redis_errors_total", Kind::Counter, "",

@@ -11,18 +11,25 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More `redis-server` arguments (replication settings).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts `redis-server`; panics with a clear message if it is missing
     /// (the README's test command installs it).
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(free_port(), Vec::new()).await
+    }
+
+    /// Starts `redis-server` on `port` with more arguments.
+    pub async fn start_with(port: u16, extra: Vec<String>) -> RedisServer {
         let dir = tempfile::tempdir().expect("temporary directory for redis");
-        let port = free_port();
         let mut server = RedisServer {
             port,
             dir,
             child: None,
+            extra,
         };
         server.restart().await;
         server
@@ -39,6 +46,7 @@ impl RedisServer {
             .args(["--appendonly", "yes", "--save", ""])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -65,6 +73,20 @@ impl RedisServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
         }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the server: a stopped server
+    /// answers nothing, as one cut off would.
+    pub fn signal(&self, signal: &str) {
+        let Some(pid) = self.child.as_ref().and_then(Child::id) else {
+            return;
+        };
+        let sent = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} failed");
     }
 
     /// A plain client connection, to read or seed keys.
@@ -409,4 +431,158 @@ pub fn body_of(answer: &[u8]) -> &[u8] {
         .position(|w| w == b"\r\n\r\n")
         .map(|end| &answer[end + 4..])
         .unwrap_or(&[])
+}
+
+/// A highly available Redis on the loopback: a primary, two replicas and
+/// three Sentinels watching it as `mymaster`, as the Compose override runs it.
+/// Writes need one replica (`min-replicas-to-write 1`) on every server.
+pub struct RedisHa {
+    /// The primary first, then the replicas.
+    pub servers: Vec<RedisServer>,
+    pub sentinel_ports: Vec<u16>,
+    sentinels: Vec<Child>,
+    _sentinel_dir: tempfile::TempDir,
+}
+
+impl RedisHa {
+    pub const PRIMARY: &str = "mymaster";
+
+    pub async fn start() -> RedisHa {
+        let safety = [
+            "--min-replicas-to-write",
+            "1",
+            "--min-replicas-max-lag",
+            "10",
+        ];
+        let safety: Vec<String> = safety.iter().map(|arg| (*arg).to_owned()).collect();
+        let primary = RedisServer::start_with(free_port(), safety.clone()).await;
+        let mut servers = vec![primary];
+        for _ in 0..2 {
+            let mut args = safety.clone();
+            args.extend(["--replicaof".to_owned(), "127.0.0.1".to_owned()]);
+            args.push(servers[0].port.to_string());
+            servers.push(RedisServer::start_with(free_port(), args).await);
+        }
+        let dir = tempfile::tempdir().expect("temporary directory for sentinels");
+        let mut sentinels = Vec::new();
+        let mut sentinel_ports = Vec::new();
+        for n in 0..3 {
+            let port = free_port();
+            let conf = dir.path().join(format!("sentinel-{n}.conf"));
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor {name} 127.0.0.1 {primary} 2\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 5000\n",
+                dir = dir.path().display(),
+                name = Self::PRIMARY,
+                primary = servers[0].port,
+            );
+            std::fs::write(&conf, text).expect("write sentinel.conf");
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server not found: install it (apt-get install redis-server)");
+            sentinels.push(child);
+            sentinel_ports.push(port);
+        }
+        let ha = RedisHa {
+            servers,
+            sentinel_ports,
+            sentinels,
+            _sentinel_dir: dir,
+        };
+        ha.wait_until_ready().await;
+        ha
+    }
+
+    /// `127.0.0.1:port,...`, for `REDIS_SENTINELS`.
+    pub fn sentinels(&self) -> String {
+        self.sentinel_ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Until both replicas are in sync and every Sentinel knows the others.
+    async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut ready = self.replicas_of(self.servers[0].port).await == 2;
+            for port in &self.sentinel_ports {
+                let info = sentinel_field(*port, "num-other-sentinels").await;
+                ready &= info.as_deref() == Some("2");
+            }
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the sentinels did not settle");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// How many replicas the server on `port` has online.
+    pub async fn replicas_of(&self, port: u16) -> usize {
+        let info: String = async {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut connection)
+                .await
+                .ok()
+        }
+        .await
+        .unwrap_or_default();
+        info.lines()
+            .filter(|line| line.starts_with("slave") && line.contains("state=online"))
+            .count()
+    }
+
+    /// The primary's port as the first Sentinel names it.
+    pub async fn primary_port(&self) -> Option<u16> {
+        let client =
+            redis::Client::open(format!("redis://127.0.0.1:{}", self.sentinel_ports[0])).ok()?;
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        let (_, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(Self::PRIMARY)
+            .query_async(&mut connection)
+            .await
+            .ok()?;
+        Some(port)
+    }
+
+    /// The server on `port`.
+    pub fn server(&mut self, port: u16) -> &mut RedisServer {
+        self.servers
+            .iter_mut()
+            .find(|server| server.port == port)
+            .expect("one of this set's servers")
+    }
+}
+
+impl Drop for RedisHa {
+    fn drop(&mut self) {
+        for sentinel in &mut self.sentinels {
+            let _ = sentinel.start_kill();
+        }
+    }
+}
+
+async fn sentinel_field(port: u16, field: &str) -> Option<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+    let fields: Vec<String> = redis::cmd("SENTINEL")
+        .arg("master")
+        .arg(RedisHa::PRIMARY)
+        .query_async(&mut connection)
+        .await
+        .ok()?;
+    let at = fields.iter().position(|name| name == field)?;
+    fields.get(at + 1).cloned()
 }

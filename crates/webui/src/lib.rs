@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
 use dockercoins::http::{Readiness, Routes};
-use dockercoins::redis::Redis;
+use dockercoins::redis::{Redis, SentinelOptions};
 use dockercoins::{CancellationToken, Service};
 use serde::Serialize;
 
@@ -43,6 +43,9 @@ pub struct Config {
     )]
     pub redis_url: String,
 
+    #[command(flatten)]
+    pub sentinel: SentinelOptions,
+
     /// Serve the page from this directory instead of the built-in copy, so
     /// that edits show on reload (the classic development mode).
     #[arg(long = "assets-dir", env = "WEBUI_ASSETS_DIR")]
@@ -58,7 +61,7 @@ struct Webui {
 }
 
 pub async fn run(config: Config, service: Service) -> Result<(), String> {
-    let redis = Redis::open(&config.redis_url)?;
+    let redis = Redis::from_options(&config.redis_url, &config.sentinel)?;
     let live = sampler::start(redis.clone(), service.shutdown.clone());
     let routes = app(&config, redis.clone(), live, service.shutdown.clone());
     dockercoins::http::serve(service, routes, Readiness::Redis(redis)).await
@@ -113,12 +116,15 @@ async fn events(State(webui): State<Arc<Webui>>) -> impl IntoResponse {
 
 pub(crate) async fn read_counters(redis: &Redis) -> Result<Counters, redis::RedisError> {
     let start = Instant::now();
-    let mut connection = redis.connection().await?;
-    let (coins, hashes): (u64, Option<u64>) = redis::pipe()
-        .hlen("wallet")
-        .get("hashes")
-        .query_async(&mut connection)
-        .await?;
+    let read = async {
+        let mut connection = redis.connection().await?;
+        redis::pipe()
+            .hlen("wallet")
+            .get("hashes")
+            .query_async(&mut connection)
+            .await
+    };
+    let (coins, hashes): (u64, Option<u64>) = read.await.inspect_err(|_| redis.failed())?;
     metrics::histogram!("webui_redis_duration_seconds").record(start.elapsed().as_secs_f64());
     Ok(Counters {
         coins,

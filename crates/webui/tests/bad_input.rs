@@ -52,6 +52,7 @@ impl Webui {
         };
         let config = webui::Config {
             redis_url: redis.url(),
+            sentinel: Default::default(),
             assets_dir: assets_dir.map(Path::to_owned),
         };
         tokio::spawn(webui::run(config, service));

@@ -18,6 +18,7 @@ use tower::ServiceExt;
 fn app(server: &RedisServer) -> (Router, CancellationToken) {
     let config = webui::Config {
         redis_url: server.url(),
+        sentinel: Default::default(),
         assets_dir: None,
     };
     let redis = Redis::open(&server.url()).expect("a valid url");

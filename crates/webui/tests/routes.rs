@@ -18,6 +18,7 @@ const NO_REDIS: &str = "redis://127.0.0.1:1";
 fn app(assets_dir: Option<PathBuf>) -> (Router, CancellationToken) {
     let config = webui::Config {
         redis_url: NO_REDIS.to_owned(),
+        sentinel: Default::default(),
         assets_dir,
     };
     let redis = Redis::open(NO_REDIS).expect("a valid url");

@@ -26,6 +26,7 @@ const NO_REDIS: &str = "redis://127.0.0.1:1";
 fn app(redis_url: &str) -> (Router, CancellationToken) {
     let config = webui::Config {
         redis_url: redis_url.to_owned(),
+        sentinel: Default::default(),
         assets_dir: None,
     };
     let redis = Redis::open(redis_url).expect("a valid url");

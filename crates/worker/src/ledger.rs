@@ -5,6 +5,13 @@
 //! sent again, unchanged, until Redis takes it; new work goes to the next
 //! batch. Each batch carries a number, and Redis applies a number only once,
 //! so a batch sent again after a lost reply is never counted twice.
+//!
+//! With Sentinel, a batch is taken only once a replica has it too (`WAIT 1`
+//! on the same connection, right after the write): a batch no replica
+//! confirmed, or that a primary cut off from its replicas refused
+//! (`min-replicas-to-write`), stays and is sent again, to whichever Redis is
+//! the primary by then. Its number still stops it from counting twice, since
+//! the number applied travels with the counts it was applied with.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,6 +59,12 @@ pub struct Summary {
     pub coins_found: u64,
     /// Coins dropped because too many waited for Redis.
     pub coins_dropped: u64,
+    /// Sends of a batch that had been sent before.
+    pub batches_resent: u64,
+    /// Batches Redis refused to write (`NOREPLICAS`, `READONLY`, `OOM`).
+    pub batches_refused: u64,
+    /// Batches written that no replica confirmed in time (`WAIT` said 0).
+    pub batches_unconfirmed: u64,
 }
 
 struct Coin {
@@ -61,6 +74,8 @@ struct Coin {
 
 struct Batch {
     number: u64,
+    /// Times sent so far.
+    sent: u64,
     units: u64,
     coins: Vec<Coin>,
 }
@@ -94,6 +109,8 @@ pub struct Ledger {
     batch_key: String,
     report_key: String,
     max_pending_coins: usize,
+    /// With Sentinel, how long `WAIT 1` waits for a replica.
+    wait_timeout: Duration,
     units_waiting: AtomicU64,
     coins_waiting: Mutex<Vec<Coin>>,
     units_done: AtomicU64,
@@ -101,6 +118,9 @@ pub struct Ledger {
     coins_found: AtomicU64,
     coins_dropped: AtomicU64,
     batches: AtomicU64,
+    batches_resent: AtomicU64,
+    batches_refused: AtomicU64,
+    batches_unconfirmed: AtomicU64,
     answered: Mutex<Answered>,
     redis_failing: AtomicBool,
     /// `worker_units_total` and `worker_units_unflushed`, registered once
@@ -110,7 +130,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn new(instance: &str, max_pending_coins: usize) -> Self {
+    pub fn new(instance: &str, max_pending_coins: usize, wait_timeout: Duration) -> Self {
         let process = format!("{:016x}", rand::random::<u64>());
         // A series registered before the recorder would go nowhere, for good.
         dockercoins::metrics::install();
@@ -119,6 +139,7 @@ impl Ledger {
             batch_key: format!("dockercoins:batch:{instance}:{process}"),
             report_key: format!("{REPORT_PREFIX}{instance}"),
             max_pending_coins,
+            wait_timeout,
             units_waiting: AtomicU64::new(0),
             coins_waiting: Mutex::new(Vec::new()),
             units_done: AtomicU64::new(0),
@@ -126,6 +147,9 @@ impl Ledger {
             coins_found: AtomicU64::new(0),
             coins_dropped: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            batches_resent: AtomicU64::new(0),
+            batches_refused: AtomicU64::new(0),
+            batches_unconfirmed: AtomicU64::new(0),
             answered: Mutex::new(Answered::default()),
             redis_failing: AtomicBool::new(false),
             units_total: metrics::counter!("worker_units_total"),
@@ -186,6 +210,9 @@ impl Ledger {
             flushed: self.units_flushed.load(Ordering::SeqCst),
             coins_found: self.coins_found.load(Ordering::SeqCst),
             coins_dropped: self.coins_dropped.load(Ordering::SeqCst),
+            batches_resent: self.batches_resent.load(Ordering::SeqCst),
+            batches_refused: self.batches_refused.load(Ordering::SeqCst),
+            batches_unconfirmed: self.batches_unconfirmed.load(Ordering::SeqCst),
         }
     }
 
@@ -223,6 +250,11 @@ impl Ledger {
     /// Sends the pending batch, or a new one; true if Redis took it.
     async fn flush(&self, redis: &Redis, pending: &mut Option<Batch>) -> bool {
         let batch = pending.get_or_insert_with(|| self.next_batch());
+        if batch.sent > 0 {
+            self.batches_resent.fetch_add(1, Ordering::SeqCst);
+            metrics::counter!("worker_batches_resent_total").increment(1);
+        }
+        batch.sent += 1;
         match self.apply(redis, batch).await {
             Ok(created) => {
                 if created.len() == batch.coins.len() {
@@ -240,7 +272,21 @@ impl Ledger {
                 *pending = None;
                 true
             }
-            Err(err) => {
+            Err(failure) => {
+                redis.failed();
+                let err = match failure {
+                    Failure::Refused(err) => {
+                        self.batches_refused.fetch_add(1, Ordering::SeqCst);
+                        metrics::counter!("worker_batches_refused_total").increment(1);
+                        err
+                    }
+                    Failure::Unconfirmed(err) => {
+                        self.batches_unconfirmed.fetch_add(1, Ordering::SeqCst);
+                        metrics::counter!("worker_batches_unconfirmed_total").increment(1);
+                        err
+                    }
+                    Failure::Failed(err) => err,
+                };
                 if !self.redis_failing.swap(true, Ordering::SeqCst) {
                     tracing::warn!(
                         "cannot update the hash counter ({err}); keeping the work for later and retrying every flush"
@@ -265,36 +311,78 @@ impl Ledger {
         }
         Batch {
             number: self.batches.fetch_add(1, Ordering::SeqCst) + 1,
+            sent: 0,
             units,
             coins,
         }
     }
 
-    async fn apply(&self, redis: &Redis, batch: &Batch) -> Result<Vec<i64>, String> {
+    async fn apply(&self, redis: &Redis, batch: &Batch) -> Result<Vec<i64>, Failure> {
         let start = std::time::Instant::now();
         let report = self.report();
-        let result = async {
-            let mut connection = redis.connection().await?;
-            let mut invocation = SCRIPT.prepare_invoke();
-            invocation
-                .key("hashes")
-                .key("wallet")
-                .key(&self.batch_key)
-                .key(&self.report_key)
-                .arg(batch.number)
-                .arg(batch.units)
-                .arg(report);
-            for coin in &batch.coins {
+        let result = if redis.uses_sentinel() {
+            self.apply_replicated(redis, batch, report).await
+        } else {
+            async {
+                let mut connection = redis.connection().await?;
+                let mut invocation = SCRIPT.prepare_invoke();
                 invocation
-                    .arg(&coin.hex_hash)
-                    .arg(coin.random_bytes.as_ref());
+                    .key("hashes")
+                    .key("wallet")
+                    .key(&self.batch_key)
+                    .key(&self.report_key)
+                    .arg(batch.number)
+                    .arg(batch.units)
+                    .arg(report);
+                for coin in &batch.coins {
+                    invocation
+                        .arg(&coin.hex_hash)
+                        .arg(coin.random_bytes.as_ref());
+                }
+                invocation.invoke_async::<Vec<i64>>(&mut connection).await
             }
-            invocation.invoke_async::<Vec<i64>>(&mut connection).await
-        }
-        .await;
+            .await
+            .map_err(Failure::from)
+        };
         metrics::histogram!("worker_call_duration_seconds", "dependency" => "redis")
             .record(start.elapsed().as_secs_f64());
-        result.map_err(|err| format!("redis at {}: {err}", redis.url()))
+        result.map_err(|failure| failure.at(redis.url()))
+    }
+
+    /// The batch and `WAIT 1` in one pipeline, so both go on one connection
+    /// and `WAIT` counts the replicas that have this very batch.
+    async fn apply_replicated(
+        &self,
+        redis: &Redis,
+        batch: &Batch,
+        report: String,
+    ) -> Result<Vec<i64>, Failure> {
+        let mut connection = redis.connection().await?;
+        let mut pipe = redis::pipe();
+        let eval = pipe
+            .cmd("EVAL")
+            .arg(APPLY_BATCH)
+            .arg(4)
+            .arg("hashes")
+            .arg("wallet")
+            .arg(&self.batch_key)
+            .arg(&self.report_key)
+            .arg(batch.number)
+            .arg(batch.units)
+            .arg(report);
+        for coin in &batch.coins {
+            eval.arg(&coin.hex_hash).arg(coin.random_bytes.as_ref());
+        }
+        let timeout_ms = u64::try_from(self.wait_timeout.as_millis()).unwrap_or(u64::MAX);
+        pipe.cmd("WAIT").arg(1).arg(timeout_ms.max(1));
+        let (created, replicas): (Vec<i64>, i64) = pipe.query_async(&mut connection).await?;
+        if replicas < 1 {
+            return Err(Failure::Unconfirmed(format!(
+                "no replica confirmed batch {} within {:?} (WAIT); keeping it to send again",
+                batch.number, self.wait_timeout
+            )));
+        }
+        Ok(created)
     }
 
     fn report(&self) -> String {
@@ -311,6 +399,37 @@ impl Ledger {
             hasher: &answered.hasher,
         };
         serde_json::to_string(&report).unwrap_or_default()
+    }
+}
+
+/// Why a batch was not taken.
+enum Failure {
+    /// Redis answered that it does not take writes now: a primary without
+    /// enough replicas (`NOREPLICAS`), one that became a replica (`READONLY`),
+    /// or one full (`OOM`, maxmemory).
+    Refused(String),
+    /// Written, but no replica confirmed it in time.
+    Unconfirmed(String),
+    /// No answer, or another error.
+    Failed(String),
+}
+
+impl From<redis::RedisError> for Failure {
+    fn from(err: redis::RedisError) -> Self {
+        match err.code() {
+            Some("NOREPLICAS" | "READONLY" | "OOM") => Failure::Refused(format!("refused: {err}")),
+            _ => Failure::Failed(err.to_string()),
+        }
+    }
+}
+
+impl Failure {
+    fn at(self, url: &str) -> Self {
+        match self {
+            Failure::Refused(err) => Failure::Refused(format!("redis at {url}: {err}")),
+            Failure::Unconfirmed(err) => Failure::Unconfirmed(format!("redis at {url}: {err}")),
+            Failure::Failed(err) => Failure::Failed(format!("redis at {url}: {err}")),
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use axum::http::Uri;
 use bytes::Bytes;
 use clap::Args;
 use dockercoins::http::{Readiness, Routes, not_found};
-use dockercoins::redis::Redis;
+use dockercoins::redis::{Redis, SentinelOptions};
 use dockercoins::{CancellationToken, Service};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
@@ -51,6 +51,14 @@ pub struct Config {
         default_value = "redis://redis:6379"
     )]
     pub redis_url: String,
+
+    #[command(flatten)]
+    pub sentinel: SentinelOptions,
+
+    /// With Sentinel: how long a batch waits for a replica to confirm it
+    /// (`WAIT 1`); a batch no replica confirmed is sent again.
+    #[arg(long = "redis-wait-timeout", env = "REDIS_WAIT_TIMEOUT", default_value = "1s", value_parser = dockercoins::config::duration)]
+    pub redis_wait_timeout: Duration,
 
     /// Pause before each unit of work (the classic 0.1 s).
     #[arg(long = "sleep", env = "WORKER_SLEEP", default_value = "100ms", value_parser = dockercoins::config::duration)]
@@ -92,7 +100,8 @@ pub struct Config {
 }
 
 pub async fn run(config: Config, service: Service) -> Result<(), String> {
-    let redis = Redis::open(&config.redis_url)?;
+    let redis = Redis::from_options(&config.redis_url, &config.sentinel)?;
+    let redis_uses_sentinel = redis.uses_sentinel();
     service.ignore_sigterm.set(config.ignore_sigterm);
     if config.ignore_sigterm {
         tracing::warn!(
@@ -115,6 +124,14 @@ pub async fn run(config: Config, service: Service) -> Result<(), String> {
         summary.units,
         summary.flushed
     );
+    if redis_uses_sentinel {
+        tracing::info!(
+            "batches: {} sent again, {} refused by redis, {} not confirmed by a replica",
+            summary.batches_resent,
+            summary.batches_refused,
+            summary.batches_unconfirmed
+        );
+    }
     served
 }
 
@@ -133,7 +150,11 @@ pub async fn mine(
         hasher_uri: hasher.uri("/")?,
         rng,
         hasher,
-        ledger: Arc::new(Ledger::new(&instance, config.max_pending_coins)),
+        ledger: Arc::new(Ledger::new(
+            &instance,
+            config.max_pending_coins,
+            config.redis_wait_timeout,
+        )),
         config,
     });
     let stop_flushing = CancellationToken::new();

@@ -180,6 +180,7 @@ fn config(rng: &Server, hasher: &Server, redis: &RedisServer) -> worker::Config 
         rng_url: rng.url(),
         hasher_url: hasher.url(),
         redis_url: redis.url(),
+        sentinel: Default::default(),
         sleep: Duration::from_millis(5),
         concurrency: 2,
         flush_interval: Duration::from_millis(250),
@@ -188,6 +189,7 @@ fn config(rng: &Server, hasher: &Server, redis: &RedisServer) -> worker::Config 
         connection_max_age: Duration::from_secs(1),
         max_pending_coins: 10_000,
         ignore_sigterm: false,
+        redis_wait_timeout: Duration::from_secs(1),
     }
 }
 

@@ -1,0 +1,298 @@
+//! The worker and the web UI against a highly available Redis of real
+//! redis-server processes (a primary, two replicas, three Sentinels): the
+//! primary is SIGKILLed twice in a row (the first one killed comes back
+//! before the second kill), Sentinel promotes a replica, both services follow
+//! it without a restart, and every unit the worker did is counted once.
+
+use std::time::{Duration, Instant};
+
+use dockercoins::CancellationToken;
+use dockercoins::redis::Redis;
+use dockercoins::test_support::{Process, RedisHa, RedisServer, Running, free_port, get, spawn};
+use redis::AsyncCommands;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_worker");
+/// This file's share of the tests' loopback ports.
+const PORTS: std::ops::Range<u16> = 32700..32800;
+/// Times the primary is killed in a row.
+const KILLS: usize = 2;
+
+/// `hashes` and the number of wallet entries on the server at `port`.
+async fn counted(port: u16) -> (u64, u64) {
+    let mut redis = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the primary");
+    let hashes: Option<u64> = redis.get("hashes").await.expect("GET hashes");
+    let wallet: u64 = redis.hlen("wallet").await.expect("HLEN wallet");
+    (hashes.unwrap_or(0), wallet)
+}
+
+/// `hashes` as the web UI's `/json` answers it, if it answers 200.
+async fn webui_hashes(webui: &Running) -> Option<u64> {
+    let (status, _, body) = get(&webui.url("/json")).await;
+    if status != 200 {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+    json["hashes"].as_u64()
+}
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_webui_follow_failovers_and_lose_no_unit() {
+    let mut ha = RedisHa::start().await;
+    let sentinels = ha.sentinels();
+    let (_rng, _hasher, mut worker) = start_worker(&sentinels).await;
+    let webui = spawn(
+        "webui",
+        &[
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--redis-sentinels",
+            &sentinels,
+        ],
+        webui::run,
+    )
+    .await;
+
+    wait_for(
+        "hashes counted before the failover",
+        Duration::from_secs(10),
+        || async { webui_hashes(&webui).await.unwrap_or(0) > 100 },
+    )
+    .await;
+
+    let mut new = 0;
+    for round in 1..=KILLS {
+        // A crash of the primary: Sentinel promotes one of the replicas.
+        let old = ha.primary_port().await.expect("a primary");
+        ha.server(old).kill().await;
+        wait_for("a new primary", Duration::from_secs(30), || async {
+            ha.primary_port().await.is_some_and(|port| port != old)
+        })
+        .await;
+        new = ha.primary_port().await.expect("a primary");
+        let changed = format!("redis primary changed: 127.0.0.1:{old} -> 127.0.0.1:{new}");
+        wait_for(
+            &format!("kill {round}: the worker's log line {changed:?}"),
+            Duration::from_secs(10),
+            || async { worker.lines().iter().any(|line| line.contains(&changed)) },
+        )
+        .await;
+
+        // Both carry on with the new primary, without a restart.
+        let (after_failover, _) = counted(new).await;
+        wait_for(
+            &format!("kill {round}: hashes counted after the failover"),
+            Duration::from_secs(15),
+            || async { counted(new).await.0 > after_failover + 100 },
+        )
+        .await;
+        wait_for(
+            &format!("kill {round}: the web UI reading the new primary"),
+            Duration::from_secs(10),
+            || async { webui_hashes(&webui).await.unwrap_or(0) > after_failover },
+        )
+        .await;
+
+        if round == KILLS {
+            break;
+        }
+        // The killed server comes back as it was started, a primary with no
+        // replica: it refuses writes until the Sentinels make it a replica.
+        ha.server(old).restart().await;
+        wait_for(
+            &format!("kill {round}: both replicas back with the new primary"),
+            Duration::from_secs(30),
+            || async { ha.replicas_of(new).await == 2 },
+        )
+        .await;
+    }
+
+    check_counts(&mut worker, new).await;
+    webui.stop().await.expect("webui stops");
+}
+
+/// The window `min-replicas-to-write` leaves open: the replicas stop
+/// answering, the primary still takes writes for `min-replicas-max-lag`, and
+/// dies. The batches written meanwhile reached no replica: `WAIT` said so, the
+/// worker kept them and sends them again to the new primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_no_replica_confirmed_are_sent_again_after_a_failover() {
+    let mut ha = RedisHa::start().await;
+    let (_rng, _hasher, mut worker) = start_worker(&ha.sentinels()).await;
+    let old = ha.primary_port().await.expect("a primary");
+    wait_for("hashes counted", Duration::from_secs(10), || async {
+        counted(old).await.0 > 100
+    })
+    .await;
+    let replicas: Vec<u16> = ha
+        .servers
+        .iter()
+        .map(|s| s.port)
+        .filter(|p| *p != old)
+        .collect();
+    for port in &replicas {
+        ha.server(*port).signal("STOP");
+    }
+    let (before, _) = counted(old).await;
+    wait_for(
+        "a batch written while no replica answers",
+        Duration::from_secs(5),
+        || async { counted(old).await.0 > before },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ha.server(old).kill().await;
+    for port in &replicas {
+        ha.server(*port).signal("CONT");
+    }
+    wait_for("a new primary", Duration::from_secs(30), || async {
+        ha.primary_port().await.is_some_and(|port| port != old)
+    })
+    .await;
+    let new = ha.primary_port().await.expect("a primary");
+    let (after_failover, _) = counted(new).await;
+    wait_for(
+        "hashes counted after the failover",
+        Duration::from_secs(15),
+        || async { counted(new).await.0 > after_failover + 100 },
+    )
+    .await;
+    let lines = check_counts(&mut worker, new).await;
+    let batches = lines
+        .iter()
+        .find(|line| line.contains("batches: "))
+        .expect("the batches' summary line");
+    assert!(
+        !batches.contains(" 0 not confirmed by a replica"),
+        "some batches were not confirmed: {batches}"
+    );
+}
+
+/// rng and hasher in this process, and the worker binary finding Redis
+/// through the Sentinels at `sentinels`.
+async fn start_worker(sentinels: &str) -> (Running, Running, Process) {
+    let rng = spawn("rng", &["--delay", "0"], rng::run).await;
+    let hasher = spawn("hasher", &["--delay", "0"], hasher::run).await;
+    let (rng_url, hasher_url) = (rng.url(""), hasher.url(""));
+    let mut worker = Process::start(
+        WORKER,
+        PORTS,
+        &[
+            ("RNG_URL", &rng_url),
+            ("HASHER_URL", &hasher_url),
+            // Nothing listens there: only the Sentinels lead to Redis.
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+            ("REDIS_SENTINELS", sentinels),
+            ("REDIS_SENTINEL_PRIMARY", RedisHa::PRIMARY),
+            ("WORKER_SLEEP", "5ms"),
+            ("WORKER_CONCURRENCY", "2"),
+            ("WORKER_FLUSH_INTERVAL", "200ms"),
+        ],
+    );
+    worker.wait_for("/readyz").await;
+    (rng, hasher, worker)
+}
+
+/// Stops the worker; checks that `hashes` on the primary at `port` is every
+/// unit it did, exactly, and the wallet every coin it found. Returns its log.
+async fn check_counts(worker: &mut Process, port: u16) -> Vec<String> {
+    let (status, _) = worker.signal_and_wait("TERM").await;
+    assert!(status.success(), "worker exited with {status}");
+    let lines = worker.lines();
+    let done = lines
+        .iter()
+        .find_map(|line| {
+            let (before, after) = line.split_once(" units of work done in all, ")?;
+            let units = before.split_whitespace().last()?.parse::<u64>().ok()?;
+            let taken = after.split_whitespace().next()?.parse::<u64>().ok()?;
+            Some((units, taken))
+        })
+        .expect("the worker's summary line");
+    let coins = lines
+        .iter()
+        .filter(|line| line.contains("Coin found: "))
+        .count() as u64;
+    let (hashes, wallet) = counted(port).await;
+    assert_eq!(done.0, done.1, "units done == units redis took: {done:?}");
+    assert_eq!(hashes, done.0, "hashes == units the worker did, exactly");
+    assert_eq!(wallet, coins, "wallet entries == coins the worker found");
+    lines
+}
+
+/// A primary without the replica it needs (`min-replicas-to-write 1`) refuses
+/// every batch (`NOREPLICAS`): the worker counts the refusals, keeps the work,
+/// and once writes are allowed again every unit is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_a_primary_refuses_are_kept_and_counted_once_later() {
+    let redis = RedisServer::start_with(
+        free_port(),
+        vec!["--min-replicas-to-write".to_owned(), "1".to_owned()],
+    )
+    .await;
+    let rng = spawn("rng", &["--delay", "0"], rng::run).await;
+    let hasher = spawn("hasher", &["--delay", "0"], hasher::run).await;
+    let (rng_url, hasher_url, redis_url) = (rng.url(""), hasher.url(""), redis.url());
+    let config = dockercoins::parse_from::<worker::Config, _, _>(
+        "worker",
+        worker::ABOUT,
+        [
+            "worker",
+            "--rng-url",
+            &rng_url,
+            "--hasher-url",
+            &hasher_url,
+            "--redis-url",
+            &redis_url,
+            "--sleep",
+            "5ms",
+            "--flush-interval",
+            "100ms",
+        ],
+    )
+    .expect("valid arguments")
+    .service;
+    let shutdown = CancellationToken::new();
+    let mining = tokio::spawn(worker::mine(
+        config,
+        "worker-a".to_owned(),
+        Redis::open(&redis_url).expect("redis url"),
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut client = redis.client().await;
+    let hashes: Option<u64> = client.get("hashes").await.expect("GET hashes");
+    assert_eq!(hashes, None, "a primary without its replica took a batch");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg("0")
+        .query_async(&mut client)
+        .await
+        .expect("CONFIG SET");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    let summary = mining.await.expect("task").expect("mining");
+    let hashes: Option<u64> = client.get("hashes").await.expect("GET hashes");
+    assert!(summary.batches_refused > 0, "{summary:?}");
+    assert!(
+        summary.batches_resent >= summary.batches_refused,
+        "{summary:?}"
+    );
+    assert_eq!(hashes, Some(summary.units), "{summary:?}");
+    assert_eq!(summary.flushed, summary.units, "{summary:?}");
+}
