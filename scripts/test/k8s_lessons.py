@@ -199,8 +199,8 @@ def app_urls(container: dict) -> dict[str, str]:
     """The URLs our worker and web UI call, with the services' defaults."""
     env = {e["name"]: e.get("value") for e in container.get("env", [])}
     m = re.search(r"/(worker|webui):", container["image"])
-    if not m:
-        return {}
+    if not m or (container.get("args") or [""])[0] == "healthcheck":
+        return {}  # not ours, or the helm test pod's `webui healthcheck --url`, which reads no Redis
     urls = {"REDIS_URL": env.get("REDIS_URL") or "redis://redis:6379"}
     if m.group(1) == "worker":
         urls["RNG_URL"] = env.get("RNG_URL") or "http://rng"

@@ -26,7 +26,7 @@
 #
 # Usage: scripts/test/kubernetes.sh
 # Env:   TAG           tag of our images localhost/dockercoins/<service>:TAG (default latest;
-#                      built with `docker compose build` if one is missing)
+#                      built with `docker compose build`, cached when up to date)
 #        PREFIX        Docker names: containers, network, Compose project (default dck8s)
 #        VENV          the Python venv (default ~/.cache/dockercoins/kubernetes-venv)
 #        RATE_SECONDS  length of the rate measurement (default 24, at least 20)
@@ -84,11 +84,10 @@ if [[ "$SKIP_SEED" != 1 ]]; then
   "$ROOT/scripts/test/compose-plugin.sh" >/dev/null
   "$ROOT/scripts/test/seed-images.sh" >/dev/null
 fi
-have_images() { for s in rng hasher worker webui; do docker image inspect "localhost/dockercoins/$s:$TAG" >/dev/null 2>&1 || return 1; done; }
-if ! have_images; then
-  log "building localhost/dockercoins/<service>:$TAG (docker compose -p $PREFIX build)"
-  (cd "$ROOT" && TAG="$TAG" docker compose -p "$PREFIX" build -q) || die "docker compose build failed"
-fi
+# Always through Compose: it reuses its cached layers when the sources are those
+# the images were built from, and never tests images of an older checkout.
+log "building localhost/dockercoins/<service>:$TAG (docker compose -p $PREFIX build; cached when up to date)"
+(cd "$ROOT" && TAG="$TAG" docker compose -p "$PREFIX" build -q) || die "docker compose build failed"
 docker image inspect redis:7 >/dev/null 2>&1 || die "redis:7 missing: scripts/test/seed-images.sh redis"
 
 # --- The Python checks: each prints `N passed, M failed` last ---------------------
