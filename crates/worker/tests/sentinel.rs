@@ -29,6 +29,25 @@ async fn counted(port: u16) -> (u64, u64) {
     (hashes.unwrap_or(0), wallet)
 }
 
+/// The replicas attached to the server at `port` (`INFO replication`).
+async fn connected_replicas(port: u16) -> u64 {
+    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
+        return 0;
+    };
+    let Ok(mut redis) = client.get_multiplexed_async_connection().await else {
+        return 0;
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut redis)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("connected_slaves:"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `hashes` as the web UI's `/json` answers it, if it answers 200.
 async fn webui_hashes(webui: &Running) -> Option<u64> {
     let (status, _, body) = get(&webui.url("/json")).await;
@@ -211,6 +230,20 @@ async fn start_worker(sentinels: &str) -> (Running, Running, Process) {
 /// Stops the worker; checks that `hashes` on the primary at `port` is every
 /// unit it did, exactly, and the wallet every coin it found. Returns its log.
 async fn check_counts(worker: &mut Process, port: u16) -> Vec<String> {
+    // The stop's last batch needs a primary that takes writes: after a
+    // failover, one whose replica has attached (`min-replicas-to-write 1`)
+    // and that has counted a batch since.
+    wait_for(
+        "a replica on the primary",
+        Duration::from_secs(30),
+        || async { connected_replicas(port).await > 0 },
+    )
+    .await;
+    let (before, _) = counted(port).await;
+    wait_for("a batch counted", Duration::from_secs(15), || async {
+        counted(port).await.0 > before
+    })
+    .await;
     let (status, _) = worker.signal_and_wait("TERM").await;
     assert!(status.success(), "worker exited with {status}");
     let lines = worker.lines();
