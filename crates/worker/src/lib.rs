@@ -110,7 +110,10 @@ pub async fn run(config: Config, service: Service) -> Result<(), String> {
         );
     }
     let instance = service.instance.clone();
-    let shutdown = service.shutdown.clone();
+    // Mining stops at the signal, not after the drain: a worker is nobody's
+    // backend, and units done while Redis may be stopping too (a drained node)
+    // could not be counted. Its listener still drains, for a last scrape.
+    let shutdown = service.draining.clone();
     // The worker listens only for the operations endpoints.
     let ops = dockercoins::http::serve(
         service,

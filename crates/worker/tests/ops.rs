@@ -286,6 +286,31 @@ async fn healthcheck_exit_codes_and_sigint() {
     assert_eq!((counted, deps.hashes().await), (done, done));
 }
 
+/// With a drain, the worker stops mining at SIGTERM and flushes at once; only
+/// its listener waits out the drain (a worker is nobody's backend).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_drain_stops_mining_at_once_and_exits_after_the_drain() {
+    let deps = Deps::start(true).await;
+    let mut worker = deps.worker(&[("SHUTDOWN_DRAIN", "2s")]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    worker.signal("TERM");
+    // The last flush comes within the unit grace, well before the drain ends.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!worker.exited(), "the worker exited before its drain");
+    let (status, _, _) = get(&worker.url("/readyz")).await;
+    assert_eq!(status, 503, "not ready while draining");
+    let flushed_early = deps.hashes().await;
+    let (status, took) = worker.wait_for_exit("the drain").await;
+    eprintln!("worker: exit {status} {took:?} after the check, 1 s into the drain");
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_millis(1800), "took {took:?} more");
+    let lines = worker.lines();
+    let (done, counted) = summary(&lines);
+    assert!(done >= 3, "the worker hardly worked: {done} units");
+    assert_eq!((counted, deps.hashes().await), (done, done), "{lines:#?}");
+    assert_eq!(flushed_early, done, "units done after SIGTERM: {lines:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_ignore_sigterm_keeps_mining_through_sigterm_until_sigint() {
     let deps = Deps::start(true).await;
