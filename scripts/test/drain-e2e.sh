@@ -56,59 +56,13 @@ STARTED=$SECONDS
 TEST_NAME="drain-e2e"
 # shellcheck source=scripts/test/lib.sh
 source "$ROOT/scripts/test/lib.sh"
-declare -A PID=()
+# shellcheck source=scripts/test/native-lib.sh
+source "$ROOT/scripts/test/native-lib.sh"
 declare -a SUMMARY=()
 
-cleanup() {
-  local rc=$? name
-  set +e
-  for name in "${!PID[@]}"; do
-    kill -KILL "${PID[$name]}" 2>/dev/null
-  done
-  wait 2>/dev/null
-  if [[ "$KEEP_LOGS" == 1 ]]; then
-    echo "drain-e2e: logs kept in $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  return "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-for tool in redis-server redis-cli curl python3 awk; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "drain-e2e: $tool is missing; install it (apt-get install -y redis-server curl python3 gawk)" >&2
-    exit 1
-  fi
-done
-if [[ ! -x "$BIN_DIR/worker" || ! -x "$BIN_DIR/rng" || ! -x "$BIN_DIR/hasher" ]]; then
-  log "building the release binaries (cargo build --release)"
-  (cd "$ROOT" && cargo build --release --bins -q)
-fi
-for port in $(seq "$PORT_BASE" $((PORT_BASE + 5))); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "drain-e2e: port $port is in use; stop what uses it or set PORT_BASE" >&2
-    exit 1
-  fi
-done
-
-# start NAME BINARY PORT [VAR=VALUE...]: a service, up when /healthz answers.
-start() {
-  local name="$1" binary="$2" port="$3"
-  shift 3
-  env PORT="$port" INSTANCE="$name" "$@" "$BIN_DIR/$binary" >>"$WORK/$name.log" 2>&1 &
-  PID[$name]=$!
-  wait_up "$port" /healthz
-}
-
-wait_up() { # wait_up PORT PATH
-  local deadline=$((SECONDS + 10))
-  until curl -fs --max-time 1 -o /dev/null "http://127.0.0.1:$1$2"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.05
-  done
-}
+need_tools "redis-server curl python3 gawk" redis-server redis-cli curl python3 awk
+need_binaries worker rng hasher
+ports_free "$PORT_BASE" $((PORT_BASE + 5))
 
 rng_errors() {
   curl -fs --max-time 2 "http://127.0.0.1:$WORKER_PORT/metrics" |

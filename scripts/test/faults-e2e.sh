@@ -48,49 +48,21 @@ TEST_NAME=faults-e2e
 ELAPSED_DECIMALS=2
 # shellcheck source=scripts/test/lib.sh
 source "$ROOT/scripts/test/lib.sh"
-declare -A PID=() PORT=()
 declare -a SUMMARY=()
 
 note() { SUMMARY+=("$*"); }
 less_than() { awk -v x="$1" -v y="$2" 'BEGIN { exit !(x < y) }'; }
 
-cleanup() {
-  local rc=$? name
-  set +e
-  for name in "${!PID[@]}"; do
-    kill -KILL "${PID[$name]}" 2>/dev/null
-  done
-  wait 2>/dev/null
-  if [[ "$KEEP_LOGS" == 1 ]]; then
-    echo "faults-e2e: logs kept in $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  return "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=scripts/test/native-lib.sh
+source "$ROOT/scripts/test/native-lib.sh"
 
 # --- prerequisites -------------------------------------------------------------
 
-for tool in redis-server redis-cli curl jq awk; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "faults-e2e: $tool is missing; install it (apt-get install -y redis-server curl jq gawk)" >&2
-    exit 1
-  fi
-done
-if [[ ! -x "$BIN_DIR/worker" || ! -x "$BIN_DIR/rng" || ! -x "$BIN_DIR/hasher" || ! -x "$BIN_DIR/webui" ]]; then
-  log "building the release binaries (cargo build --release)"
-  (cd "$ROOT" && cargo build --release --bins -q)
-fi
+need_tools "redis-server curl jq gawk" redis-server redis-cli curl jq awk
+need_binaries worker rng hasher webui
 # Room for the idle and slow connections this shell holds open.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-for port in $(seq "$PORT_BASE" $((PORT_BASE + 7))); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "faults-e2e: port $port is in use; stop what uses it or set PORT_BASE" >&2
-    exit 1
-  fi
-done
+ports_free "$PORT_BASE" $((PORT_BASE + 7))
 
 # --- the services ----------------------------------------------------------------
 
@@ -101,20 +73,6 @@ start_redis() {
   PID[redis]=$!
   local deadline=$((SECONDS + 10))
   until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.05
-  done
-}
-
-# start NAME BINARY PORT [VAR=VALUE...]
-start() {
-  local name="$1" binary="$2" port="$3"
-  shift 3
-  env PORT="$port" INSTANCE="$name" "$@" "$BIN_DIR/$binary" >>"$WORK/$name.log" 2>&1 &
-  PID[$name]=$!
-  PORT[$name]=$port
-  local deadline=$((SECONDS + 10))
-  until curl -fs --max-time 1 -o /dev/null "http://127.0.0.1:$port/healthz"; do
     ((SECONDS < deadline)) || return 1
     sleep 0.05
   done
