@@ -63,14 +63,8 @@ pub struct Redis {
 
 struct Inner {
     target: Target,
-    connection: Mutex<Option<Connected>>,
+    connection: Mutex<Option<ConnectionManager>>,
     url: String,
-}
-
-struct Connected {
-    manager: ConnectionManager,
-    /// `host:port` of the Redis connected to.
-    address: String,
 }
 
 enum Target {
@@ -81,7 +75,8 @@ enum Target {
 struct Sentinels {
     sentinel: Mutex<Sentinel>,
     primary: String,
-    /// The primary last found, for the log line when it changes.
+    /// The primary last found (`host:port`): the one connected to, if any,
+    /// and the old side of the log line when it changes.
     known: std::sync::Mutex<Option<String>>,
     /// Wakes the watcher for a check now (after an error).
     check: Arc<Notify>,
@@ -158,8 +153,8 @@ impl Redis {
     /// A connection, opening one if none is open. Cheap to call per request.
     pub async fn connection(&self) -> Result<ConnectionManager, RedisError> {
         let mut slot = self.inner.connection.lock().await;
-        if let Some(connected) = slot.as_ref() {
-            return Ok(connected.manager.clone());
+        if let Some(manager) = slot.as_ref() {
+            return Ok(manager.clone());
         }
         let client = match &self.inner.target {
             Target::Plain(client) => client.clone(),
@@ -175,12 +170,8 @@ impl Redis {
             .set_response_timeout(Some(TIMEOUT))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let address = address_of(&client);
         let manager = ConnectionManager::new_with_config(client, config).await?;
-        *slot = Some(Connected {
-            manager: manager.clone(),
-            address,
-        });
+        *slot = Some(manager.clone());
         Ok(manager)
     }
 
@@ -232,17 +223,13 @@ async fn watch(inner: Weak<Inner>) {
         };
         match sentinels.find_primary().await {
             Ok(client) => {
-                let address = address_of(&client);
+                // Under the connection's lock, as `connection` notes the
+                // primary it connects to: a primary other than the one noted
+                // drops the connection, and the next command goes to the new one.
                 let mut slot = strong.connection.lock().await;
-                if slot
-                    .as_ref()
-                    .is_some_and(|connected| connected.address != address)
-                {
-                    // The next command connects to the new primary.
+                if sentinels.found(&address_of(&client)) {
                     *slot = None;
                 }
-                drop(slot);
-                sentinels.found(&address);
             }
             Err(err) => tracing::debug!("sentinels: no primary {}: {err}", sentinels.primary),
         }
@@ -273,18 +260,20 @@ impl Sentinels {
         }
     }
 
-    /// Notes the primary found, and says so when it changed.
-    fn found(&self, address: &str) {
+    /// Notes the primary found, and says so when it changed; true when it
+    /// is not the one noted before.
+    fn found(&self, address: &str) -> bool {
         let mut known = match self.known.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
         match known.as_deref() {
-            Some(old) if old == address => return,
+            Some(old) if old == address => return false,
             Some(old) => tracing::warn!("redis primary changed: {old} -> {address}"),
             None => tracing::info!("redis primary {} is at {address}", self.primary),
         }
         *known = Some(address.to_owned());
+        true
     }
 }
 
