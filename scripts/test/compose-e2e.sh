@@ -66,6 +66,8 @@ STARTED=$SECONDS
 TEST_NAME=compose-e2e
 # shellcheck source=scripts/test/lib.sh
 source "$ROOT/scripts/test/lib.sh"
+# shellcheck source=scripts/test/compose-lib.sh
+source "$ROOT/scripts/test/compose-lib.sh"
 declare -A FIGURE=()
 
 # contains TEXT PART...: every PART occurs in TEXT.
@@ -220,19 +222,7 @@ summary() {
 
 # --- prerequisites -----------------------------------------------------------
 
-for tool in docker curl jq awk; do
-  command -v "$tool" >/dev/null || { echo "compose-e2e: $tool is missing; install it (apt-get install -y $tool)" >&2; exit 1; }
-done
-if [[ "$SKIP_SEED" != 1 ]]; then
-  "$ROOT/scripts/test/compose-plugin.sh"
-  "$ROOT/scripts/test/seed-images.sh"
-fi
-for port in "$WEBUI_PORT" "$RNG_PORT" "$HASHER_PORT"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "compose-e2e: port $port is already in use; free it or set WEBUI_PORT/RNG_PORT/HASHER_PORT" >&2
-    exit 1
-  fi
-done
+compose_prerequisites
 
 # --- static checks -------------------------------------------------------------
 

@@ -73,19 +73,9 @@ finish() {
 }
 abort() { fail "$*"; compose logs --tail 20 >&2 || true; finish; }
 
-for tool in docker curl jq awk; do
-  command -v "$tool" >/dev/null || { echo "compose-faults: $tool is missing; install it (apt-get install -y $tool)" >&2; exit 1; }
-done
-if [[ "$SKIP_SEED" != 1 ]]; then
-  "$ROOT/scripts/test/compose-plugin.sh"
-  "$ROOT/scripts/test/seed-images.sh"
-fi
-for port in "$WEBUI_PORT" "$RNG_PORT" "$HASHER_PORT"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "compose-faults: port $port is in use; free it or set WEBUI_PORT/RNG_PORT/HASHER_PORT" >&2
-    exit 1
-  fi
-done
+# shellcheck source=scripts/test/compose-lib.sh
+source "$ROOT/scripts/test/compose-lib.sh"
+compose_prerequisites
 
 # `hashes` as Redis holds it (empty if Redis does not answer).
 hashes() { compose exec -T redis redis-cli get hashes 2>/dev/null | tr -d '[:space:]'; }
@@ -105,22 +95,6 @@ wait_hashes_above() {
   return 1
 }
 
-wait_healthy() { # wait_healthy SECONDS [SERVICE...]
-  local deadline=$((SECONDS + $1)) ids id state all
-  shift
-  while ((SECONDS < deadline)); do
-    ids="$(compose ps -q "$@")"
-    all=1
-    [[ -n "$ids" ]] || all=0
-    for id in $ids; do
-      state="$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")"
-      [[ "$state" == healthy ]] || all=0
-    done
-    ((all)) && return 0
-    sleep 0.5
-  done
-  return 1
-}
 
 # --- up ------------------------------------------------------------------------------
 
