@@ -83,6 +83,10 @@ suite_lint() {
             docker compose -f compose.yaml -f "$file" config -q
         done
     fi
+    for file in stack.yaml stack.*.yaml; do
+        [ "$file" = stack.yaml ] && docker stack config -c stack.yaml >/dev/null && continue
+        docker stack config -c stack.yaml -c "$file" >/dev/null
+    done
 }
 # The workspace is compiled once, in the test profile: `cargo test` builds the
 # four binaries too, and the native suites run those. Their measurements are

@@ -10,7 +10,8 @@
 #
 # Usage: scripts/swarm/clean-up.sh [--registry] [--volumes]
 #   --registry   also remove the registry service ($REGISTRY_SERVICE)
-#   --volumes    also remove the stack's redis volume (${STACK}_redis-data)
+#   --volumes    also remove the stack's redis volumes (${STACK}_redis-data, and
+#                ${STACK}_redis-replica-1-data, -2-data of stack.ha.yaml)
 # Env:   STACK (default dockercoins)  NETWORK (default dockercoins)
 #        REGISTRY_SERVICE (default registry)  WAIT_SECONDS (default 120)
 set -euo pipefail
@@ -91,8 +92,12 @@ fi
 deadline=$((SECONDS + WAIT_SECONDS))
 while network_exists "${STACK}_default" && ((SECONDS < deadline)); do sleep 1; done
 
-if ((remove_volumes)) && docker volume inspect "${STACK}_redis-data" >/dev/null 2>&1; then
-  retry_rm docker volume rm "${STACK}_redis-data" || status=1
+if ((remove_volumes)); then
+  for volume in redis-data redis-replica-1-data redis-replica-2-data; do
+    if docker volume inspect "${STACK}_$volume" >/dev/null 2>&1; then
+      retry_rm docker volume rm "${STACK}_$volume" || status=1
+    fi
+  done
 fi
 
 if ((status == 0)); then

@@ -154,7 +154,7 @@ def listening_port(container: dict) -> int | None:
     if OUR.match(image) or re.match(r"^[\w.:/-]*/(rng|hasher|worker|webui):", image):
         return int(env.get("PORT") or 80)
     if re.match(r"^(docker\.io/)?(library/)?redis(:|$)", image):
-        return 6379
+        return 26379 if "--sentinel" in (container.get("command") or []) + (container.get("args") or []) else 6379
     if "httplat" in image:
         return 9080
     ports = container.get("ports", [])
@@ -179,10 +179,11 @@ def endpoints(svc: dict, all_pods: list[dict]) -> tuple[list[dict], list[str]]:
     for pod in all_pods:
         if pod["namespace"] != ns or not selected(svc["spec"].get("selector", {}), pod):
             continue
-        c = pod["spec"]["containers"][0]
-        listens = listening_port(c)
+        # A named targetPort may be any container's port; a number, one some container listens on.
+        containers = pod["spec"]["containers"]
+        listens = listening_port(containers[0])
         misses = [f"{p.get('targetPort', p['port'])}" for p in svc["spec"]["ports"]
-                  if resolve(p.get("targetPort", p["port"]), c) != listens]
+                  if not any(resolve(p.get("targetPort", p["port"]), c) == listening_port(c) for c in containers)]
         if misses:
             bad.append(f"{pod['name']} (listens on {listens}; targetPort {', '.join(misses)})")
         else:
@@ -202,6 +203,10 @@ def app_urls(container: dict) -> dict[str, str]:
     if not m or (container.get("args") or [""])[0] == "healthcheck":
         return {}  # not ours, or the helm test pod's `webui healthcheck --url`, which reads no Redis
     urls = {"REDIS_URL": env.get("REDIS_URL") or "redis://redis:6379"}
+    if env.get("REDIS_SENTINELS"):  # the Sentinels name the primary; REDIS_URL is not used
+        del urls["REDIS_URL"]
+        for i, address in enumerate(env["REDIS_SENTINELS"].split(",")):
+            urls[f"REDIS_SENTINELS[{i}]"] = f"tcp://{address}"
     if m.group(1) == "worker":
         urls["RNG_URL"] = env.get("RNG_URL") or "http://rng"
         urls["HASHER_URL"] = env.get("HASHER_URL") or "http://hasher"
@@ -257,7 +262,8 @@ def cluster_problems(objects: list[dict], images_allowed=()) -> list[str]:
             if annotations.get("prometheus.io/scrape") == "true" and int(annotations.get("prometheus.io/port", 0)) != listens:
                 problems.append(f"{where}: prometheus.io/port {annotations.get('prometheus.io/port')}, listens on {listens}")
             for var, url in app_urls(c).items():
-                host, port = url_target(url, 6379 if var == "REDIS_URL" else 80)
+                host, port = url_target(url, 6379 if var == "REDIS_URL" else 26379 if var.startswith("REDIS_SENTINELS")
+                                        else 80)
                 svc = find_service(objects, host, pod["namespace"])
                 if svc is None:
                     problems.append(f"{where}: {var}={url}: no Service {host} in {pod['namespace']}")
@@ -561,8 +567,10 @@ def helm_lessons() -> None:
         (redis / "templates").mkdir(parents=True)
         # A stand-in with the Service and pod labels of Bitnami's chart (which cannot be fetched here).
         (redis / "Chart.yaml").write_text("apiVersion: v2\nname: redis\nversion: 0.0.1\n")
-        (redis / "values.yaml").write_text("fullnameOverride: \"\"\narchitecture: replication\nauth:\n  enabled: true\n")
+        (redis / "values.yaml").write_text("fullnameOverride: \"\"\narchitecture: replication\nauth:\n  enabled: true\n"
+                                           "sentinel:\n  enabled: false\n")
         (redis / "templates" / "master.yaml").write_text(
+            "{{- if not .Values.sentinel.enabled -}}\n"
             "{{- $name := .Values.fullnameOverride | default (printf \"%s-redis\" .Release.Name) -}}\n"
             "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: {{ $name }}-master\nspec:\n"
             "  serviceName: {{ $name }}-headless\n  selector:\n    matchLabels: {app.kubernetes.io/name: redis, "
@@ -571,7 +579,23 @@ def helm_lessons() -> None:
             "          image: redis:7\n          ports: [{name: redis, containerPort: 6379}]\n---\n"
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ $name }}-master\nspec:\n  selector: "
             "{app.kubernetes.io/name: redis, app.kubernetes.io/component: master}\n  ports:\n"
-            "    - {name: tcp-redis, port: 6379, targetPort: redis}\n")
+            "    - {name: tcp-redis, port: 6379, targetPort: redis}\n{{- end }}\n")
+        # With sentinel.enabled (architecture: replication): the StatefulSet <name>-node, each pod a
+        # Redis and a Sentinel, and the Service <name> with both ports, as Bitnami's chart makes them.
+        (redis / "templates" / "node.yaml").write_text(
+            "{{- if .Values.sentinel.enabled -}}\n"
+            "{{- $name := .Values.fullnameOverride | default (printf \"%s-redis\" .Release.Name) -}}\n"
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: {{ $name }}-node\nspec:\n"
+            "  replicas: 3\n  serviceName: {{ $name }}-headless\n  selector:\n    matchLabels: {app.kubernetes.io/name: redis, "
+            "app.kubernetes.io/component: node}\n  template:\n    metadata:\n      labels: {app.kubernetes.io/name: redis, "
+            "app.kubernetes.io/component: node}\n    spec:\n      containers:\n        - name: redis\n"
+            "          image: redis:7\n          ports: [{name: redis, containerPort: 6379}]\n"
+            "        - name: sentinel\n          image: redis:7\n          args: [redis-server, /opt/sentinel.conf, --sentinel]\n"
+            "          ports: [{name: redis-sentinel, containerPort: 26379}]\n"
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {{ $name }}\nspec:\n  selector: "
+            "{app.kubernetes.io/name: redis, app.kubernetes.io/component: node}\n  ports:\n"
+            "    - {name: tcp-redis, port: 6379, targetPort: redis}\n"
+            "    - {name: tcp-sentinel, port: 26379, targetPort: redis-sentinel}\n{{- end }}\n")
         (top / "Chart.yaml").write_text(
             "apiVersion: v2\nname: helmcoins\nversion: 0.1.0\ndependencies:\n"
             "  - name: dockercoins\n    version: '*'\n"
@@ -593,6 +617,31 @@ def helm_lessons() -> None:
             extra.append("docs/kubernetes.md does not show these steps")
         lesson("helm-dependencies", "umbrella chart: ours + a Redis chart", objs, extra=extra,
                replayed="condition redis.enabled, fullnameOverride: redis, dockercoins.redis.url -> redis-master")
+
+        # The same with Bitnami's Redis in its highly available mode: replication and Sentinel.
+        ha_values = ("redis:\n  enabled: true\n  fullnameOverride: redis\n  architecture: replication\n"
+                     "  auth:\n    enabled: false\n  sentinel:\n    enabled: true\n"
+                     "dockercoins:\n  redis:\n    enabled: false\n    sentinel:\n      addresses: [redis:26379]\n")
+        (top / "values.yaml").write_text(ha_values)
+        try:
+            out = h.Chart.load(str(top)).render({}, name="helmcoins", namespace="default")
+            objs = [o for p in sorted(out) if p.endswith(".yaml") for o in kt.documents(out[p])]
+        except Exception as err:
+            objs = []
+            kt.check(False, "helm-dependencies: render of the umbrella chart with Sentinel", str(err)[-400:])
+        extra = []
+        if any(o["kind"] == "Deployment" and o["metadata"]["name"] == "redis" for o in objs):
+            extra.append("the chart's own Redis is still there")
+        sentinels = {o["metadata"]["name"]: {e["name"]: e.get("value") for e in kt.pod_spec(o)["containers"][0].get("env", [])
+                                             }.get("REDIS_SENTINELS") for o in objs
+                     if o["kind"] == "Deployment" and o["metadata"]["name"] in ("worker", "webui")}
+        if sentinels != {"worker": "redis:26379", "webui": "redis:26379"}:
+            extra.append(f"REDIS_SENTINELS {sentinels}")
+        if "addresses: [redis:26379]" not in documented or "sentinel:\n    enabled: true" not in documented:
+            extra.append("docs/kubernetes.md does not show the Sentinel values")
+        lesson("helm-dependencies", "umbrella chart: ours + a Redis chart with Sentinel", objs, extra=extra,
+               replayed="architecture: replication, sentinel.enabled, dockercoins.redis.sentinel.addresses -> "
+                        "Service redis port 26379")
 
 
 def netpol_lessons(created: list[dict], manifests: list[dict]) -> None:

@@ -567,6 +567,18 @@ webui:
         workload(o, "worker")["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] != "v0.2"
         and "worker pods labelled v0.2",
     ] if p]),
+    ("Redis through Sentinel (Bitnami's chart, sentinel.enabled)", RELEASE, """
+redis:
+  enabled: false
+  sentinel: {addresses: ["redis:26379", "redis-node-0.redis-headless:26379"]}
+""", lambda o: [p for p in [
+        [env_value(workload(o, a), "REDIS_SENTINELS") for a in ("worker", "webui")]
+        != ["redis:26379,redis-node-0.redis-headless:26379"] * 2 and "REDIS_SENTINELS",
+        [env_value(workload(o, a), "REDIS_SENTINEL_PRIMARY") for a in ("worker", "webui")] != ["mymaster"] * 2
+        and "REDIS_SENTINEL_PRIMARY",
+        env_value(workload(o, "rng"), "REDIS_SENTINELS") != "<0 entries>" and "rng REDIS_SENTINELS",
+        any(x["metadata"]["name"] == "redis" for x in o) and "the chart's own Redis",
+    ] if p]),
     ("stop: drain, grace period, worker ignoring SIGTERM", RELEASE, """
 shutdown: {drain: 5s, timeout: 10s, gracePeriodSeconds: 1000000}
 worker: {ignoreSigterm: true}
@@ -623,6 +635,9 @@ REFUSED_SETS: list[tuple[str, str]] = [
     ("rng: {resources: {limits: {memory: lots}}}", "/rng/resources/limits/memory"),
     ("nodeSelector: {disktype: [ssd]}", "/nodeSelector/disktype"),
     ("metrics: {podMonitor: {enabled: true, interval: 30}}", "/metrics/podMonitor/interval"),
+    ("redis: {sentinel: {addresses: ['redis:26379']}}", "redis.sentinel.addresses needs redis.enabled=false"),
+    ("redis: {enabled: false, sentinel: {addresses: [redis]}}", "/redis/sentinel/addresses/0"),
+    ("redis: {enabled: false, sentinel: {addresses: ['redis:26379'], primary: ''}}", "/redis/sentinel/primary"),
 ]
 
 

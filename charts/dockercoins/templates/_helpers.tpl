@@ -122,14 +122,14 @@ entry with the same name is refused by server-side apply, Helm 4's way).
 {{- else if eq .component "worker" }}
 {{- $set = append $set (dict "name" "RNG_URL" "value" (printf "http://%s" (include "dockercoins.name" (dict "root" .root "component" "rng")))) }}
 {{- $set = append $set (dict "name" "HASHER_URL" "value" (printf "http://%s" (include "dockercoins.name" (dict "root" .root "component" "hasher")))) }}
-{{- $set = append $set (dict "name" "REDIS_URL" "value" (include "dockercoins.redisURL" .root)) }}
+{{- $set = concat $set (include "dockercoins.redisEnv" .root | fromYamlArray) }}
 {{- $set = append $set (dict "name" "WORKER_SLEEP" "value" (ternary "0" (include "dockercoins.duration" (list "delays.worker" $v.delays.worker)) $turbo)) }}
 {{- $set = append $set (dict "name" "WORKER_CONCURRENCY" "value" (ternary "32" (include "dockercoins.string" $c.concurrency) $turbo)) }}
 {{- if $c.ignoreSigterm }}
 {{- $set = append $set (dict "name" "WORKER_IGNORE_SIGTERM" "value" "true") }}
 {{- end }}
 {{- else if eq .component "webui" }}
-{{- $set = append $set (dict "name" "REDIS_URL" "value" (include "dockercoins.redisURL" .root)) }}
+{{- $set = concat $set (include "dockercoins.redisEnv" .root | fromYamlArray) }}
 {{- end }}
 {{- if ne $v.logFormat "text" }}
 {{- $set = append $set (dict "name" "LOG_FORMAT" "value" $v.logFormat) }}

@@ -58,7 +58,7 @@ const fn metric(
 
 /// Every metric the services export.
 #[rustfmt::skip]
-pub const METRICS: [Metric; 20] = [
+pub const METRICS: [Metric; 21] = [
     metric("all", "dockercoins_build_info", Kind::Gauge, "service, version",
         "Always 1: which service and version answers."),
     metric("all", "process_start_time_seconds", Kind::Gauge, "",
@@ -93,6 +93,8 @@ pub const METRICS: [Metric; 20] = [
         "Batches Redis refused: a primary without enough replicas (NOREPLICAS), one turned replica (READONLY), or one full (OOM)."),
     metric("worker", "worker_batches_unconfirmed_total", Kind::Counter, "",
         "With Sentinel: batches written that no replica confirmed within REDIS_WAIT_TIMEOUT (WAIT 1), kept to be sent again."),
+    metric("worker", "worker_batches_restored_total", Kind::Counter, "",
+        "Batches Redis had taken and then lacked (a replica promoted without them, a restart that lost the end of its append-only file), sent again in order."),
     metric("webui", "webui_redis_duration_seconds", Kind::Histogram, "",
         "Time to read the counters from Redis (four times a second, and for GET /json: one read answers every request that waited for it)."),
     metric("webui", "webui_redis_errors_total", Kind::Counter, "",

@@ -12,11 +12,19 @@
 //! (`min-replicas-to-write`), stays and is sent again, to whichever Redis is
 //! the primary by then. Its number still stops it from counting twice, since
 //! the number applied travels with the counts it was applied with.
+//!
+//! Redis applies a worker's batches in order: one whose number is not the
+//! next is refused (`GAP`, with the last number it has). That happens when
+//! the Redis answering now lacks batches it took before: a replica promoted
+//! without the last ones (Sentinel may pick a replica that `WAIT` did not
+//! wait for), or a Redis restarted without the last second of its
+//! append-only file. The worker keeps the batches Redis took over the last
+//! minute and sends the missing ones again, in order, before the new one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use dockercoins::CancellationToken;
@@ -25,20 +33,26 @@ use metrics::{Counter, Gauge};
 use serde::Serialize;
 
 /// Applies one batch: `INCRBY hashes`, `HSET wallet` for each coin, once per
-/// batch number, and refreshes the worker's report for the web UI.
+/// batch number and in order, and refreshes the worker's report for the web UI.
 /// KEYS: hashes, wallet, the worker's last batch number, its report.
-/// ARGV: batch number, units, report, then hex hash and bytes of each coin.
-/// Returns HSET's answer (1 new, 0 already there) for each coin, or nothing
-/// if this batch number was applied before.
+/// ARGV: batch number, units, report, 1 to apply it even after a gap (or 0),
+/// then hex hash and bytes of each coin.
+/// Returns HSET's answer (1 new, 0 already there) for each coin, nothing if
+/// this batch number was applied before, or the error `GAP <last applied>`
+/// if batches are missing before it.
 const APPLY_BATCH: &str = r"
 redis.call('SET', KEYS[4], ARGV[3], 'EX', 10)
-if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[1]) then
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+if last >= tonumber(ARGV[1]) then
   return {}
+end
+if tonumber(ARGV[1]) > last + 1 and ARGV[4] ~= '1' then
+  return redis.error_reply('GAP ' .. last)
 end
 redis.call('SET', KEYS[3], ARGV[1], 'EX', 86400)
 redis.call('INCRBY', KEYS[1], ARGV[2])
 local created = {}
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   created[#created + 1] = redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 return created
@@ -48,6 +62,10 @@ static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(APP
 
 /// The key prefix of the workers' reports, which the web UI reads.
 pub const REPORT_PREFIX: &str = "dockercoins:report:";
+
+/// How long batches Redis took are kept, to be sent again to a Redis that
+/// turns out to lack them (a failover takes a few seconds).
+const KEEP_TAKEN: Duration = Duration::from_secs(60);
 
 /// What a worker did, in all, when it stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +83,18 @@ pub struct Summary {
     pub batches_refused: u64,
     /// Batches written that no replica confirmed in time (`WAIT` said 0).
     pub batches_unconfirmed: u64,
+    /// Batches Redis had taken and then lacked (a failover to a replica
+    /// without them), sent again.
+    pub batches_restored: u64,
 }
 
+#[derive(Clone)]
 struct Coin {
     hex_hash: String,
     random_bytes: Bytes,
 }
 
+#[derive(Clone)]
 struct Batch {
     number: u64,
     /// Times sent so far.
@@ -121,6 +144,9 @@ pub struct Ledger {
     batches_resent: AtomicU64,
     batches_refused: AtomicU64,
     batches_unconfirmed: AtomicU64,
+    batches_restored: AtomicU64,
+    /// The batches Redis took over the last `KEEP_TAKEN`, oldest first.
+    taken: Mutex<VecDeque<(Instant, Batch)>>,
     answered: Mutex<Answered>,
     redis_failing: AtomicBool,
     /// `worker_units_total` and `worker_units_unflushed`, registered once
@@ -150,6 +176,8 @@ impl Ledger {
             batches_resent: AtomicU64::new(0),
             batches_refused: AtomicU64::new(0),
             batches_unconfirmed: AtomicU64::new(0),
+            batches_restored: AtomicU64::new(0),
+            taken: Mutex::new(VecDeque::new()),
             answered: Mutex::new(Answered::default()),
             redis_failing: AtomicBool::new(false),
             units_total: metrics::counter!("worker_units_total"),
@@ -213,6 +241,7 @@ impl Ledger {
             batches_resent: self.batches_resent.load(Ordering::SeqCst),
             batches_refused: self.batches_refused.load(Ordering::SeqCst),
             batches_unconfirmed: self.batches_unconfirmed.load(Ordering::SeqCst),
+            batches_restored: self.batches_restored.load(Ordering::SeqCst),
         }
     }
 
@@ -255,7 +284,14 @@ impl Ledger {
             metrics::counter!("worker_batches_resent_total").increment(1);
         }
         batch.sent += 1;
-        match self.apply(redis, batch).await {
+        let mut result = self.apply(redis, batch, false).await;
+        if let Err(Failure::Gap(last)) = result {
+            result = match self.restore(redis, last, batch.number).await {
+                Ok(force) => self.apply(redis, batch, force).await,
+                Err(failure) => Err(failure),
+            };
+        }
+        match result {
             Ok(created) => {
                 if created.len() == batch.coins.len() {
                     for (coin, created) in batch.coins.iter().zip(created) {
@@ -269,7 +305,9 @@ impl Ledger {
                 if self.redis_failing.swap(false, Ordering::SeqCst) {
                     tracing::info!("redis is back; the work done meanwhile is counted");
                 }
-                *pending = None;
+                if let Some(batch) = pending.take() {
+                    self.keep_taken(batch);
+                }
                 true
             }
             Err(failure) => {
@@ -286,6 +324,7 @@ impl Ledger {
                         err
                     }
                     Failure::Failed(err) => err,
+                    Failure::Gap(last) => format!("redis still lacks the batches after {last}"),
                 };
                 if !self.redis_failing.swap(true, Ordering::SeqCst) {
                     tracing::warn!(
@@ -298,6 +337,57 @@ impl Ledger {
                 false
             }
         }
+    }
+
+    /// Keeps a batch Redis took for `KEEP_TAKEN`, and forgets older ones.
+    fn keep_taken(&self, batch: Batch) {
+        let now = Instant::now();
+        let mut taken = lock(&self.taken);
+        while taken
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > KEEP_TAKEN)
+        {
+            taken.pop_front();
+        }
+        taken.push_back((now, batch));
+    }
+
+    /// Redis has applied batches up to `last` only, and batch `next` waits:
+    /// sends again, in order, the batches after `last` that it took before.
+    /// True if the batch `next` must be applied after a gap all the same
+    /// (the missing batches are no longer kept: their work is lost).
+    async fn restore(&self, redis: &Redis, last: u64, next: u64) -> Result<bool, Failure> {
+        let missing: Vec<Batch> = lock(&self.taken)
+            .iter()
+            .map(|(_, batch)| batch)
+            .filter(|batch| batch.number > last && batch.number < next)
+            .cloned()
+            .collect();
+        let kept_from = missing.first().map_or(next, |batch| batch.number);
+        let units: u64 = missing.iter().map(|batch| batch.units).sum();
+        if kept_from == last + 1 {
+            tracing::warn!(
+                "redis lacks batches {}..{} ({units} units) that it had taken (a failover to a replica without them); sending them again",
+                last + 1,
+                next - 1
+            );
+        } else {
+            tracing::error!(
+                "redis lacks batches {}..{} that it had taken; {}..{} are no longer kept and their units are lost; sending the {} others again",
+                last + 1,
+                next - 1,
+                last + 1,
+                kept_from - 1,
+                missing.len()
+            );
+        }
+        for (i, batch) in missing.iter().enumerate() {
+            self.apply(redis, batch, i == 0 && kept_from != last + 1)
+                .await?;
+            self.batches_restored.fetch_add(1, Ordering::SeqCst);
+            metrics::counter!("worker_batches_restored_total").increment(1);
+        }
+        Ok(missing.is_empty())
     }
 
     fn next_batch(&self) -> Batch {
@@ -317,11 +407,11 @@ impl Ledger {
         }
     }
 
-    async fn apply(&self, redis: &Redis, batch: &Batch) -> Result<Vec<i64>, Failure> {
-        let start = std::time::Instant::now();
+    async fn apply(&self, redis: &Redis, batch: &Batch, force: bool) -> Result<Vec<i64>, Failure> {
+        let start = Instant::now();
         let report = self.report();
         let result = if redis.uses_sentinel() {
-            self.apply_replicated(redis, batch, report).await
+            self.apply_replicated(redis, batch, report, force).await
         } else {
             async {
                 let mut connection = redis.connection().await?;
@@ -333,7 +423,8 @@ impl Ledger {
                     .key(&self.report_key)
                     .arg(batch.number)
                     .arg(batch.units)
-                    .arg(report);
+                    .arg(report)
+                    .arg(u8::from(force));
                 for coin in &batch.coins {
                     invocation
                         .arg(&coin.hex_hash)
@@ -356,6 +447,7 @@ impl Ledger {
         redis: &Redis,
         batch: &Batch,
         report: String,
+        force: bool,
     ) -> Result<Vec<i64>, Failure> {
         let mut connection = redis.connection().await?;
         let mut pipe = redis::pipe();
@@ -369,7 +461,8 @@ impl Ledger {
             .arg(&self.report_key)
             .arg(batch.number)
             .arg(batch.units)
-            .arg(report);
+            .arg(report)
+            .arg(u8::from(force));
         for coin in &batch.coins {
             eval.arg(&coin.hex_hash).arg(coin.random_bytes.as_ref());
         }
@@ -410,14 +503,28 @@ enum Failure {
     Refused(String),
     /// Written, but no replica confirmed it in time.
     Unconfirmed(String),
+    /// Batches it took before are missing (`GAP`): it has applied this
+    /// worker's batches up to this number only.
+    Gap(u64),
     /// No answer, or another error.
     Failed(String),
 }
 
 impl From<redis::RedisError> for Failure {
     fn from(err: redis::RedisError) -> Self {
-        match err.code() {
-            Some("NOREPLICAS" | "READONLY" | "OOM") => Failure::Refused(format!("refused: {err}")),
+        // The server's error, also from inside a pipeline (whose error only
+        // lists the errors of its commands): the first one says why.
+        let server = err.clone().into_server_errors().and_then(|errors| {
+            errors.first().map(|(_, error)| {
+                let last = error.details().and_then(|last| last.parse::<u64>().ok());
+                (error.code().to_owned(), last)
+            })
+        });
+        match server.as_ref().map(|(code, last)| (code.as_str(), *last)) {
+            Some(("GAP", Some(last))) => Failure::Gap(last),
+            Some(("NOREPLICAS" | "READONLY" | "OOM", _)) => {
+                Failure::Refused(format!("refused: {err}"))
+            }
             _ => Failure::Failed(err.to_string()),
         }
     }
@@ -429,6 +536,7 @@ impl Failure {
             Failure::Refused(err) => Failure::Refused(format!("redis at {url}: {err}")),
             Failure::Unconfirmed(err) => Failure::Unconfirmed(format!("redis at {url}: {err}")),
             Failure::Failed(err) => Failure::Failed(format!("redis at {url}: {err}")),
+            gap @ Failure::Gap(_) => gap,
         }
     }
 }

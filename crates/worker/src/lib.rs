@@ -127,12 +127,14 @@ pub async fn run(config: Config, service: Service) -> Result<(), String> {
         summary.units,
         summary.flushed
     );
-    if redis_uses_sentinel {
+    let repaired = summary.batches_resent + summary.batches_refused + summary.batches_restored;
+    if redis_uses_sentinel || repaired > 0 {
         tracing::info!(
-            "batches: {} sent again, {} refused by redis, {} not confirmed by a replica",
+            "batches: {} sent again, {} refused by redis, {} not confirmed by a replica, {} restored to a primary that lacked them",
             summary.batches_resent,
             summary.batches_refused,
-            summary.batches_unconfirmed
+            summary.batches_unconfirmed,
+            summary.batches_restored
         );
     }
     served

@@ -409,6 +409,45 @@ async fn redis_killed_and_restarted_loses_nothing() {
     assert_invariant(&redis, &summaries).await;
 }
 
+/// A Redis that comes back without the last batches it had taken (restarted
+/// from an older copy of its data, here an RDB snapshot, as a replica promoted
+/// without them would be): the next batch meets the gap, the worker sends the
+/// missing batches again, in order, and every unit is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_back_without_its_last_batches_gets_them_again() {
+    let mut redis = RedisServer::start_with(
+        dockercoins::test_support::free_port(),
+        vec!["--appendonly".to_owned(), "no".to_owned()],
+    )
+    .await;
+    let rng = Server::start(Kind::Rng, Duration::ZERO).await;
+    let hasher = Server::start(Kind::Hasher, Duration::ZERO).await;
+    let worker = Worker::start(config(&rng, &hasher, &redis), "worker-gap");
+    wait_hashes_above(&redis, 100, Duration::from_secs(10)).await;
+    let mut client = redis.client().await;
+    let () = redis::cmd("SAVE")
+        .query_async(&mut client)
+        .await
+        .expect("SAVE");
+    let saved = hashes(&redis).await.expect("hashes at the snapshot");
+    wait_hashes_above(&redis, saved + 200, Duration::from_secs(10)).await;
+    redis.kill().await;
+    redis.restart().await;
+    let restarted = hashes(&redis).await.expect("hashes after the restart");
+    assert!(
+        restarted <= saved,
+        "the restart kept batches taken after the snapshot: {saved} -> {restarted}"
+    );
+    wait_hashes_above(&redis, saved + 200, Duration::from_secs(10)).await;
+    run_for(Duration::from_millis(500)).await;
+    let summary = worker.stop().await;
+    assert!(
+        summary.batches_restored > 0,
+        "nothing restored: {summary:?}"
+    );
+    assert_invariant(&redis, &[summary]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rng_and_hasher_stopped_and_restarted() {
     let redis = RedisServer::start().await;

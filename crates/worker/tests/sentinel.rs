@@ -202,6 +202,81 @@ async fn batches_no_replica_confirmed_are_sent_again_after_a_failover() {
     );
 }
 
+/// The case `WAIT 1` does not cover: the Sentinels promote the replica that
+/// did not confirm the last batches. Replica B stops replicating (pointed at
+/// a port where nothing listens: it keeps what it had) while replica A
+/// confirms every batch; A may never be promoted (`replica-priority 0`), so
+/// when the primary dies B becomes the primary without the batches of those
+/// seconds. The worker's next batch meets the gap, and the batches B lacks
+/// are sent again: every unit is counted once all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_a_promoted_replica_lacks_are_sent_again() {
+    let mut ha = RedisHa::start().await;
+    let (_rng, _hasher, mut worker) = start_worker(&ha.sentinels()).await;
+    let old = ha.primary_port().await.expect("a primary");
+    let replicas: Vec<u16> = ha
+        .servers
+        .iter()
+        .map(|s| s.port)
+        .filter(|p| *p != old)
+        .collect();
+    let (a, b) = (replicas[0], replicas[1]);
+    let mut replica_a = redis::Client::open(format!("redis://127.0.0.1:{a}"))
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to replica A");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("replica-priority")
+        .arg("0")
+        .query_async(&mut replica_a)
+        .await
+        .expect("CONFIG SET replica-priority");
+    wait_for("hashes counted", Duration::from_secs(10), || async {
+        counted(old).await.0 > 100
+    })
+    .await;
+    let mut replica_b = redis::Client::open(format!("redis://127.0.0.1:{b}"))
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to replica B");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(1)
+        .query_async(&mut replica_b)
+        .await
+        .expect("REPLICAOF on B");
+    let (frozen, _) = counted(b).await;
+    wait_for(
+        "batches confirmed by replica A alone",
+        Duration::from_secs(5),
+        || async { counted(old).await.0 > frozen + 200 },
+    )
+    .await;
+    ha.server(old).kill().await;
+    wait_for("replica B promoted", Duration::from_secs(30), || async {
+        ha.primary_port().await == Some(b)
+    })
+    .await;
+    let lines = check_counts(&mut worker, b).await;
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("redis lacks batches")),
+        "no batch found missing on the new primary"
+    );
+    let batches = lines
+        .iter()
+        .find(|line| line.contains("batches: "))
+        .expect("the batches' summary line");
+    assert!(
+        !batches.contains(" 0 restored"),
+        "no batch restored: {batches}"
+    );
+}
+
 /// rng and hasher in this process, and the worker binary finding Redis
 /// through the Sentinels at `sentinels`.
 async fn start_worker(sentinels: &str) -> (Running, Running, Process) {
