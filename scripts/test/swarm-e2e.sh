@@ -131,9 +131,7 @@ cleanup() {
     for svc in "${MANUAL_SERVICES[@]}"; do
       if service_exists "$svc"; then docker service rm "$svc" >/dev/null; fi
     done
-    wait_containers_gone "${STACK}_redis" "${STACK}_rng" "${STACK}_hasher" "${STACK}_worker" "${STACK}_webui" \
-      "${STACK}_redis-replica-1" "${STACK}_redis-replica-2" "${STACK}_sentinel-1" "${STACK}_sentinel-2" "${STACK}_sentinel-3" \
-      "${MANUAL_SERVICES[@]}"
+    wait_containers_gone "${STACK}_redis" "${STACK}_rng" "${STACK}_hasher" "${STACK}_worker" "${STACK}_webui" "${MANUAL_SERVICES[@]}"
     for net in "$MANUAL_NETWORK" "${STACK}_default"; do
       if network_exists "$net"; then docker network rm "$net" >/dev/null 2>&1; fi
     done
@@ -279,9 +277,6 @@ summary() {
     "rate, 10 workers (stack)" "${FIGURE[rate10]:-?} hashes/s" \
     "rolling update of hasher to a new tag" "${FIGURE[update]:-?} s" \
     "automatic rollback of hasher PORT=81" "${FIGURE[rollback]:-?} s" \
-    "stack.ha.yaml: deploy -> primary with 2 replicas" "${FIGURE[ha_deploy]:-?} s" \
-    "kill of the primary -> new primary" "${FIGURE[ha_failover]:-?} s" \
-    "kill of the primary -> it is a replica again" "${FIGURE[ha_back]:-?} s" \
     "manual flow: services -> first counted hash" "${FIGURE[manual_first_hash]:-?} s" \
     "rng tasks per node (manual, global)" "${FIGURE[manual_rng_nodes]:-?}" \
     "rate, 10 workers (manual)" "${FIGURE[manual_rate10]:-?} hashes/s" \
@@ -486,88 +481,10 @@ check "hasher's spec is back without PORT=81 ($env_now)" no_port_81
 check "hasher converged again after the rollback" wait_converged "${STACK}_hasher"
 check "hashes still counted after the rollback" counter_increases
 
-# --- the highly available Redis of stack.ha.yaml, on this one node ----------------------------------
-
-HA_SERVICES=(redis redis-replica-1 redis-replica-2 sentinel-1 sentinel-2 sentinel-3)
-log "docker stack deploy -c stack.yaml -c <override> -c stack.ha.yaml $STACK (a primary, 2 replicas, 3 Sentinels, all on this node)"
-here='node.role == manager'
-t0="$(now)"
-if ! REDIS_REPLICA_1_PLACEMENT="$here" REDIS_REPLICA_2_PLACEMENT="$here" WORKER_PLACEMENT="$here" \
-  docker stack deploy --detach=true -c "$ROOT/stack.yaml" -c "$OVERRIDE" -c "$ROOT/stack.ha.yaml" \
-  -c "$ROOT/scripts/test/cluster-redis-ha.yaml" "$STACK" >/dev/null; then
-  abort "docker stack deploy with stack.ha.yaml"
-fi
-# The primary the Sentinels name ("redis"), and the replicas attached to it, from sentinel-1's task.
-task() { docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_$1" | head -n 1; }
-sentinel_primary() {
-  local id
-  id="$(task sentinel-1)" && [[ -n "$id" ]] &&
-    timeout 5 docker exec "$id" redis-cli -p 26379 --raw SENTINEL get-master-addr-by-name mymaster 2>/dev/null | head -n 1
-}
-primary_replicas() { # service: its connected replicas
-  local id
-  id="$(task "$1")" && [[ -n "$id" ]] &&
-    timeout 5 docker exec "$id" redis-cli INFO replication 2>/dev/null | tr -d '\r' | awk -F: '$1 == "connected_slaves" { print $2 }'
-}
-ha_ready() { # the Sentinels name a primary that has its 2 replicas
-  local p
-  p="$(sentinel_primary)" && [[ -n "$p" && "$(primary_replicas "$p")" == 2 ]]
-}
-ha_converged() {
-  local svc
-  for svc in "${HA_SERVICES[@]}" worker webui; do wait_converged "${STACK}_$svc" || return 1; done
-  wait_for_seconds 90 ha_ready
-}
-wait_for_seconds() { # seconds command...
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.5
-  done
-}
-if ha_converged; then
-  FIGURE[ha_deploy]="$(elapsed "$t0" "$(now)")"
-  pass "stack.ha.yaml: every service converged, the Sentinels name $(sentinel_primary) with its 2 replicas, ${FIGURE[ha_deploy]} s after the deploy"
-else
-  fail "stack.ha.yaml: the services converged and the Sentinels name a primary with 2 replicas"
-fi
-check "hashes counted through the Sentinels" counter_increases
-old_primary="$(sentinel_primary || true)"
-before_kill="$(read_counter | cut -d' ' -f1 || echo 0)"
-log "docker kill of the primary's container ($old_primary)"
-t0="$(now)"
-docker kill "$(task "$old_primary")" >/dev/null || fail "docker kill of $old_primary's container"
-new_primary() { local p; p="$(sentinel_primary)" && [[ -n "$p" && "$p" != "$old_primary" ]]; }
-if wait_for_seconds 30 new_primary; then
-  FIGURE[ha_failover]="$(elapsed "$t0" "$(now)")"
-  pass "the Sentinels promoted $(sentinel_primary) ${FIGURE[ha_failover]} s after the kill"
-else
-  fail "a new primary within 30 s of the kill"
-fi
-counter_kept() { # counting again, and never below what it was before the kill
-  local h
-  h="$(wait_counter_above "$before_kill" 30)" && echo "    hashes $before_kill before the kill -> $h"
-}
-check "hashes counted again after the failover, from where they were (the web UI follows the primary too)" counter_kept
-primary_changed() {
-  docker service logs --raw "${STACK}_worker" 2>&1 | grep -q "redis primary changed: $old_primary:6379 -> $(sentinel_primary):6379"
-}
-check "the workers logged 'redis primary changed: $old_primary:6379 -> $(sentinel_primary):6379'" wait_for_seconds 20 primary_changed
-back_as_replica() { [[ "$(primary_replicas "$(sentinel_primary)")" == 2 ]]; }
-if wait_for_seconds 90 back_as_replica; then
-  FIGURE[ha_back]="$(elapsed "$t0" "$(now)")"
-  pass "$old_primary restarted by Swarm is a replica of $(sentinel_primary): 2 replicas again ${FIGURE[ha_back]} s after the kill"
-else
-  fail "$old_primary back as a replica within 90 s"
-fi
-for svc in "${HA_SERVICES[@]}"; do remember_volumes "${STACK}_$svc"; done
-
 log "docker stack rm $STACK"
 stack_gone() {
   STACK="$STACK" NETWORK="$MANUAL_NETWORK" "$ROOT/scripts/swarm/clean-up.sh" --volumes | sed 's/^/    /' &&
-    wait_containers_gone "${STACK}_redis" "${STACK}_rng" "${STACK}_hasher" "${STACK}_worker" "${STACK}_webui" \
-      "${STACK}_redis-replica-1" "${STACK}_redis-replica-2" "${STACK}_sentinel-1" "${STACK}_sentinel-2" "${STACK}_sentinel-3" &&
+    wait_containers_gone "${STACK}_redis" "${STACK}_rng" "${STACK}_hasher" "${STACK}_worker" "${STACK}_webui" &&
     [[ -z "$(docker service ls -q --filter "label=com.docker.stack.namespace=$STACK")" ]] &&
     wait_network_gone "${STACK}_default" && ! volume_exists "${STACK}_redis-data"
 }

@@ -107,7 +107,7 @@ async fn worker_and_webui_follow_failovers_and_lose_no_unit() {
         let changed = format!("redis primary changed: 127.0.0.1:{old} -> 127.0.0.1:{new}");
         wait_for(
             &format!("kill {round}: the worker's log line {changed:?}"),
-            Duration::from_secs(10),
+            Duration::from_secs(20),
             || async { worker.lines().iter().any(|line| line.contains(&changed)) },
         )
         .await;
@@ -116,13 +116,13 @@ async fn worker_and_webui_follow_failovers_and_lose_no_unit() {
         let (after_failover, _) = counted(new).await;
         wait_for(
             &format!("kill {round}: hashes counted after the failover"),
-            Duration::from_secs(15),
+            Duration::from_secs(30),
             || async { counted(new).await.0 > after_failover + 100 },
         )
         .await;
         wait_for(
             &format!("kill {round}: the web UI reading the new primary"),
-            Duration::from_secs(10),
+            Duration::from_secs(20),
             || async { webui_hashes(&webui).await.unwrap_or(0) > after_failover },
         )
         .await;
@@ -315,7 +315,7 @@ async fn check_counts(worker: &mut Process, port: u16) -> Vec<String> {
     )
     .await;
     let (before, _) = counted(port).await;
-    wait_for("a batch counted", Duration::from_secs(15), || async {
+    wait_for("a batch counted", Duration::from_secs(30), || async {
         counted(port).await.0 > before
     })
     .await;
