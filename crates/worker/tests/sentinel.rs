@@ -17,13 +17,18 @@ const PORTS: std::ops::Range<u16> = 32700..32800;
 /// Times the primary is killed in a row.
 const KILLS: usize = 2;
 
-/// `hashes` and the number of wallet entries on the server at `port`.
-async fn counted(port: u16) -> (u64, u64) {
-    let mut redis = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+/// A connection to the server at `port`.
+async fn connect(port: u16) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
         .expect("redis url")
         .get_multiplexed_async_connection()
         .await
-        .expect("connect to the primary");
+        .expect("connect to a test redis")
+}
+
+/// `hashes` and the number of wallet entries on the server at `port`.
+async fn counted(port: u16) -> (u64, u64) {
+    let mut redis = connect(port).await;
     let hashes: Option<u64> = redis.get("hashes").await.expect("GET hashes");
     let wallet: u64 = redis.hlen("wallet").await.expect("HLEN wallet");
     (hashes.unwrap_or(0), wallet)
@@ -221,11 +226,7 @@ async fn batches_a_promoted_replica_lacks_are_sent_again() {
         .filter(|p| *p != old)
         .collect();
     let (a, b) = (replicas[0], replicas[1]);
-    let mut replica_a = redis::Client::open(format!("redis://127.0.0.1:{a}"))
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to replica A");
+    let mut replica_a = connect(a).await;
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("replica-priority")
@@ -237,11 +238,7 @@ async fn batches_a_promoted_replica_lacks_are_sent_again() {
         counted(old).await.0 > 100
     })
     .await;
-    let mut replica_b = redis::Client::open(format!("redis://127.0.0.1:{b}"))
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to replica B");
+    let mut replica_b = connect(b).await;
     let _: () = redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
         .arg(1)
