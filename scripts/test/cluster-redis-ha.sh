@@ -166,8 +166,10 @@ everything_running() {
 
 # --- the sampler (on node 1, on the stack's overlay) ------------------------------------------
 
-# One sample, every 0.5 s: the time, the primary the first Sentinel that answers
-# names, and on that primary hashes, the wallet's entries and its replicas.
+# One sample, every 0.5 s: the time, the primary the Sentinels name (as the
+# services choose it: the answer with the highest config epoch, since a Sentinel
+# that was cut off or restarted names the old primary until it hears the
+# others), and on that primary hashes, the wallet's entries and its replicas.
 # shellcheck disable=SC2016
 SAMPLE_LUA='local info = redis.call("INFO", "replication")
 return cjson.encode({p = ARGV[1], t = tonumber(ARGV[2]), h = tonumber(redis.call("GET", "hashes") or "0"),
@@ -177,9 +179,11 @@ return cjson.encode({p = ARGV[1], t = tonumber(ARGV[2]), h = tonumber(redis.call
 SAMPLER_SH='while :; do
   t=$(date +%s.%N)
   p=""
+  best=-1
   for s in sentinel-1 sentinel-2 sentinel-3; do
-    p=$(timeout 1 redis-cli -h "$s" -p 26379 --raw SENTINEL get-master-addr-by-name mymaster 2>/dev/null | head -n 1)
-    [ -n "$p" ] && break
+    e=$(timeout 1 redis-cli -h "$s" -p 26379 --raw SENTINEL master mymaster 2>/dev/null | awk "k == \"config-epoch\" { print; exit } { k = \$0 }")
+    a=$(timeout 1 redis-cli -h "$s" -p 26379 --raw SENTINEL get-master-addr-by-name mymaster 2>/dev/null | head -n 1)
+    if [ -n "$a" ] && [ -n "$e" ] && [ "$e" -gt "$best" ]; then best=$e; p=$a; fi
   done
   if [ -n "$p" ]; then timeout 1 redis-cli -h "$p" --raw EVAL "$0" 0 "$p" "$t" 2>/dev/null | grep "^{" || echo "{\"t\": $t, \"p\": \"$p\"}"
   else echo "{\"t\": $t}"; fi
@@ -225,8 +229,21 @@ stalled() {
 # --- the exact accounting: every worker process so far, from its log on node 1 ----------------
 
 WORKER_NODE="$(node 1)"
+# A manager that has just joined again can make the raft miss a request's
+# deadline ("context deadline exceeded") and still apply it. The scale is asked
+# again only if the service's spec does not have it a few seconds later: a
+# second request while the tasks stop makes Swarm signal them twice, and a
+# worker's second SIGTERM stops it at once, without its summary.
+worker_replicas() { on_mgr docker service inspect --format '{{.Spec.Mode.Replicated.Replicas}}' "${STACK}_worker" 2>/dev/null; }
 scale_workers() { # n: scales and waits
-  on_mgr docker service scale --detach "${STACK}_worker=$1" >/dev/null
+  local tries=0
+  until [[ "$(worker_replicas)" == "$1" ]]; do
+    if ((tries++ == 10)); then
+      cat "$WORK/scale.err" >&2
+      return 1
+    fi
+    on_mgr docker service scale --detach "${STACK}_worker=$1" >/dev/null 2>"$WORK/scale.err" || sleep 5
+  done
   wait_for "$WAIT_SECONDS" bash -c "[[ \$(docker exec $MGR docker ps -q --filter label=com.docker.swarm.service.name=${STACK}_worker | wc -l) -eq $1 ]]" >/dev/null
 }
 # Every worker container of node 1 has its log followed into $WORK/worker-<id>.log
@@ -234,7 +251,9 @@ scale_workers() { # n: scales and waits
 collect_logs() {
   local cid
   while [[ -e "$WORK/collecting" ]]; do
-    for cid in $(docker exec "$WORKER_NODE" docker ps -aq --no-trunc --filter "label=com.docker.swarm.service.name=${STACK}_worker" 2>/dev/null); do
+    # Not a container only created: `docker logs -f` would end at once, empty.
+    for cid in $(docker exec "$WORKER_NODE" docker ps -aq --no-trunc --filter status=running --filter status=exited \
+      --filter "label=com.docker.swarm.service.name=${STACK}_worker" 2>/dev/null); do
       [[ ! -e "$WORK/worker-$cid.log" ]] || continue
       docker exec "$WORKER_NODE" docker logs -f "$cid" >"$WORK/worker-$cid.log" 2>&1 &
     done

@@ -2,20 +2,28 @@
 //! service starts and answers while Redis is down, and re-established by the
 //! connection manager after Redis restarts.
 //!
-//! With `REDIS_SENTINELS` set, the primary is found through Sentinel (the
-//! `redis` crate's own support) instead of at `REDIS_URL`, and followed: every
-//! second, and at once after an error, the Sentinels are asked again, and when
-//! they name another primary the connection goes there, with one log line
-//! `redis primary changed: OLD -> NEW`.
+//! With `REDIS_SENTINELS` set, the primary is found through Sentinel instead
+//! of at `REDIS_URL`, and followed: every second, and at once after an error,
+//! the Sentinels are asked again, and when they name another primary the
+//! connection goes there, with one log line `redis primary changed: OLD -> NEW`.
+//!
+//! Every Sentinel is asked, and the answer with the highest config epoch wins
+//! (the epoch is what the Sentinels themselves go by: each failover raises it).
+//! The `redis` crate's `Sentinel` takes the first Sentinel that answers; but a
+//! Sentinel that was cut off from the others, or that has just restarted from
+//! its first configuration, goes on naming the old primary, with an older
+//! epoch, until it hears the others. That old primary still says `master` to
+//! `ROLE` (it has not been made a replica yet), so the services would follow it
+//! there, to a Redis that refuses every write (`NOREPLICAS`).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use clap::Args;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::sentinel::Sentinel;
-use redis::{Client, ErrorKind, RedisError};
+use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError};
 use tokio::sync::{Mutex, Notify};
+use tokio::task::JoinSet;
 
 /// How long one connection attempt or one reply may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -73,7 +81,8 @@ enum Target {
 }
 
 struct Sentinels {
-    sentinel: Mutex<Sentinel>,
+    /// `redis://host:port` of each Sentinel.
+    urls: Vec<String>,
     primary: String,
     /// The primary last found (`host:port`): the one connected to, if any,
     /// and the old side of the log line when it changes.
@@ -112,15 +121,17 @@ impl Redis {
                 }
             })
             .collect();
-        let sentinel = Sentinel::build(urls.clone())
-            .map_err(|err| format!("REDIS_SENTINELS={:?}: {err}", addresses.join(",")))?;
+        for url in &urls {
+            Client::open(url.as_str())
+                .map_err(|err| format!("REDIS_SENTINELS={:?}: {err}", addresses.join(",")))?;
+        }
         if primary.is_empty() {
             return Err("REDIS_SENTINEL_PRIMARY is empty: expected the primary's name".to_owned());
         }
         let described = format!("sentinel {primary} via {}", addresses.join(","));
         Ok(Redis::with(
             Target::Sentinel(Sentinels {
-                sentinel: Mutex::new(sentinel),
+                urls,
                 primary: primary.to_owned(),
                 known: std::sync::Mutex::new(None),
                 check: Arc::new(Notify::new()),
@@ -244,18 +255,62 @@ async fn watch(inner: Weak<Inner>) {
 }
 
 impl Sentinels {
-    /// A client for the primary the Sentinels name (checked to be a primary
-    /// by its own `ROLE`).
+    /// A client for the primary the Sentinels name: all are asked at once,
+    /// the answer with the highest config epoch wins (the first Sentinel
+    /// listed, of those that gave it, on a tie), and that Redis must say
+    /// `master` to `ROLE`.
     async fn find_primary(&self) -> Result<Client, RedisError> {
-        let lookup = async {
-            let mut sentinel = self.sentinel.lock().await;
-            sentinel.async_master_for(&self.primary, None).await
+        let mut asked = JoinSet::new();
+        for (index, url) in self.urls.iter().enumerate() {
+            let (url, primary) = (url.clone(), self.primary.clone());
+            asked.spawn(async move {
+                let answer = tokio::time::timeout(TIMEOUT, ask_sentinel(&url, &primary)).await;
+                (
+                    index,
+                    answer.unwrap_or_else(|_| Err(timed_out("the sentinel"))),
+                )
+            });
+        }
+        let mut best: Option<(u64, usize, String)> = None;
+        let mut last_error = None;
+        while let Some(joined) = asked.join_next().await {
+            let Ok((index, answer)) = joined else {
+                continue;
+            };
+            match answer {
+                Ok((epoch, address)) => {
+                    let better = best.as_ref().is_none_or(|(best_epoch, best_index, _)| {
+                        (epoch, std::cmp::Reverse(index))
+                            > (*best_epoch, std::cmp::Reverse(*best_index))
+                    });
+                    if better {
+                        best = Some((epoch, index, address));
+                    }
+                }
+                Err(err) => last_error = Some(err),
+            }
+        }
+        let Some((_, _, address)) = best else {
+            return Err(last_error.unwrap_or_else(|| timed_out("the sentinels")));
         };
-        match tokio::time::timeout(TIMEOUT * 2, lookup).await {
-            Ok(found) => found,
-            Err(_) => Err(RedisError::from((
+        let client = Client::open(format!("redis://{address}"))?;
+        let role = tokio::time::timeout(TIMEOUT, async {
+            let mut connection = client
+                .get_multiplexed_async_connection_with_config(&connection_config())
+                .await?;
+            redis::cmd("ROLE")
+                .query_async::<redis::Value>(&mut connection)
+                .await
+        })
+        .await
+        .unwrap_or_else(|_| Err(timed_out("the primary")))?;
+        match role {
+            redis::Value::Array(fields) if matches!(fields.first(), Some(redis::Value::BulkString(role)) if role == b"master") => {
+                Ok(client)
+            }
+            _ => Err(RedisError::from((
                 ErrorKind::Io,
-                "no answer from the sentinels in time",
+                "the redis the sentinels name is not a primary (yet)",
             ))),
         }
     }
@@ -275,6 +330,48 @@ impl Sentinels {
         *known = Some(address.to_owned());
         true
     }
+}
+
+/// One Sentinel's view of the primary `primary`: the config epoch of that
+/// view and the primary's `host:port`. The address is
+/// `get-master-addr-by-name`'s, which names the promoted replica as soon as
+/// the failover has promoted it; `SENTINEL MASTER`'s own address stays the old
+/// one on the Sentinel leading the failover until its end.
+async fn ask_sentinel(url: &str, primary: &str) -> Result<(u64, String), RedisError> {
+    let client = Client::open(url)?;
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&connection_config())
+        .await?;
+    let (fields, (host, port)): (std::collections::HashMap<String, String>, (String, u16)) =
+        redis::pipe()
+            .cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(primary)
+            .cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(primary)
+            .query_async(&mut connection)
+            .await?;
+    let epoch = fields
+        .get("config-epoch")
+        .and_then(|epoch| epoch.parse().ok())
+        .unwrap_or(0);
+    let address = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok((epoch, address))
+}
+
+fn connection_config() -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+}
+
+fn timed_out(what: &'static str) -> RedisError {
+    RedisError::from((ErrorKind::Io, "no answer in time from", what.to_owned()))
 }
 
 fn address_of(client: &Client) -> String {

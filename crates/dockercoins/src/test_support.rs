@@ -467,25 +467,8 @@ impl RedisHa {
         let mut sentinels = Vec::new();
         let mut sentinel_ports = Vec::new();
         for n in 0..3 {
-            let port = free_port();
-            let conf = dir.path().join(format!("sentinel-{n}.conf"));
-            let text = format!(
-                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-                 sentinel monitor {name} 127.0.0.1 {primary} 2\n\
-                 sentinel down-after-milliseconds {name} 1000\n\
-                 sentinel failover-timeout {name} 5000\n",
-                dir = dir.path().display(),
-                name = Self::PRIMARY,
-                primary = servers[0].port,
-            );
-            std::fs::write(&conf, text).expect("write sentinel.conf");
-            let child = Command::new("redis-server")
-                .arg(&conf)
-                .arg("--sentinel")
-                .stdout(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("redis-server not found: install it (apt-get install redis-server)");
+            let (child, port) =
+                start_sentinel(dir.path(), &format!("sentinel-{n}"), servers[0].port, 2);
             sentinels.push(child);
             sentinel_ports.push(port);
         }
@@ -564,6 +547,37 @@ impl RedisHa {
             .find(|server| server.port == port)
             .expect("one of this set's servers")
     }
+}
+
+/// A Sentinel on the loopback (`redis-server --sentinel`, killed when the
+/// child is dropped) watching the primary at `primary_port` as
+/// `RedisHa::PRIMARY`; its configuration is `dir/name.conf`. Returns it and
+/// its port.
+pub fn start_sentinel(
+    dir: &std::path::Path,
+    name: &str,
+    primary_port: u16,
+    quorum: u32,
+) -> (Child, u16) {
+    let port = free_port();
+    let conf = dir.join(format!("{name}.conf"));
+    let text = format!(
+        "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+         sentinel monitor {primary} 127.0.0.1 {primary_port} {quorum}\n\
+         sentinel down-after-milliseconds {primary} 1000\n\
+         sentinel failover-timeout {primary} 5000\n",
+        dir = dir.display(),
+        primary = RedisHa::PRIMARY,
+    );
+    std::fs::write(&conf, text).expect("write sentinel.conf");
+    let child = Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server not found: install it (apt-get install redis-server)");
+    (child, port)
 }
 
 impl Drop for RedisHa {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use dockercoins::CancellationToken;
 use dockercoins::redis::Redis;
-use dockercoins::test_support::{Process, RedisHa, RedisServer, Running, free_port, get, spawn};
+use dockercoins::test_support::{
+    Process, RedisHa, RedisServer, Running, free_port, get, spawn, start_sentinel,
+};
 use redis::AsyncCommands;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_worker");
@@ -175,7 +177,7 @@ async fn batches_no_replica_confirmed_are_sent_again_after_a_failover() {
     let (before, _) = counted(old).await;
     wait_for(
         "a batch written while no replica answers",
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         || async { counted(old).await.0 > before },
     )
     .await;
@@ -192,7 +194,7 @@ async fn batches_no_replica_confirmed_are_sent_again_after_a_failover() {
     let (after_failover, _) = counted(new).await;
     wait_for(
         "hashes counted after the failover",
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         || async { counted(new).await.0 > after_failover + 100 },
     )
     .await;
@@ -271,6 +273,61 @@ async fn batches_a_promoted_replica_lacks_are_sent_again() {
     assert!(
         !batches.contains(" 0 restored"),
         "no batch restored: {batches}"
+    );
+}
+
+/// A Sentinel with an old view (one that was cut off from the others, or
+/// that restarted from its first configuration) names a Redis that is still
+/// a primary but no longer the one, with an older config epoch. Listed first,
+/// it must not lead the worker there: the highest epoch wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_with_an_old_view_is_outvoted() {
+    let ha = RedisHa::start().await;
+    let old = ha.primary_port().await.expect("a primary");
+    // A failover, as after a cut: it raises the Sentinels' config epoch.
+    let mut sentinel = connect(ha.sentinel_ports[0]).await;
+    let _: () = redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg(RedisHa::PRIMARY)
+        .query_async(&mut sentinel)
+        .await
+        .expect("SENTINEL FAILOVER");
+    wait_for("a new primary", Duration::from_secs(30), || async {
+        ha.primary_port().await.is_some_and(|port| port != old)
+    })
+    .await;
+    let new = ha.primary_port().await.expect("a primary");
+    // The old view: a primary of its own (taking writes, so that a batch sent
+    // there would show) and a Sentinel at config epoch 0 that names it.
+    let stale = RedisServer::start_with(free_port(), Vec::new()).await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (_stale_sentinel, stale_port) = start_sentinel(dir.path(), "stale", stale.port, 1);
+    let sentinels = format!("127.0.0.1:{stale_port},{}", ha.sentinels());
+
+    let (_rng, _hasher, mut worker) = start_worker(&sentinels).await;
+    let (before, _) = counted(new).await;
+    wait_for(
+        "hashes counted on the new primary",
+        Duration::from_secs(20),
+        || async { counted(new).await.0 > before + 100 },
+    )
+    .await;
+    let lines = check_counts(&mut worker, new).await;
+    assert_eq!(
+        counted(stale.port).await,
+        (0, 0),
+        "a batch went to the old view's primary"
+    );
+    let found = format!("redis primary {} is at 127.0.0.1:{new}", RedisHa::PRIMARY);
+    assert!(
+        lines.iter().any(|line| line.contains(&found)),
+        "the worker's log names the primary of the highest epoch ({found:?})"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|line| line.contains("redis primary changed")),
+        "the worker never moved: {lines:?}"
     );
 }
 
