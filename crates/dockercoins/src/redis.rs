@@ -20,10 +20,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use clap::Args;
+use futures_util::future::join_all;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError};
 use tokio::sync::{Mutex, Notify};
-use tokio::task::JoinSet;
 
 /// How long one connection attempt or one reply may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -260,37 +260,25 @@ impl Sentinels {
     /// listed, of those that gave it, on a tie), and that Redis must say
     /// `master` to `ROLE`.
     async fn find_primary(&self) -> Result<Client, RedisError> {
-        let mut asked = JoinSet::new();
-        for (index, url) in self.urls.iter().enumerate() {
-            let (url, primary) = (url.clone(), self.primary.clone());
-            asked.spawn(async move {
-                let answer = tokio::time::timeout(TIMEOUT, ask_sentinel(&url, &primary)).await;
-                (
-                    index,
-                    answer.unwrap_or_else(|_| Err(timed_out("the sentinel"))),
-                )
-            });
-        }
-        let mut best: Option<(u64, usize, String)> = None;
+        let answers = join_all(self.urls.iter().map(|url| async move {
+            tokio::time::timeout(TIMEOUT, ask_sentinel(url, &self.primary))
+                .await
+                .unwrap_or_else(|_| Err(timed_out("the sentinel")))
+        }))
+        .await;
+        let mut best: Option<(u64, String)> = None;
         let mut last_error = None;
-        while let Some(joined) = asked.join_next().await {
-            let Ok((index, answer)) = joined else {
-                continue;
-            };
+        for answer in answers {
             match answer {
-                Ok((epoch, address)) => {
-                    let better = best.as_ref().is_none_or(|(best_epoch, best_index, _)| {
-                        (epoch, std::cmp::Reverse(index))
-                            > (*best_epoch, std::cmp::Reverse(*best_index))
-                    });
-                    if better {
-                        best = Some((epoch, index, address));
-                    }
+                // Strictly higher: on a tie, the first listed stays.
+                Ok((epoch, address)) if best.as_ref().is_none_or(|(top, _)| epoch > *top) => {
+                    best = Some((epoch, address));
                 }
+                Ok(_) => {}
                 Err(err) => last_error = Some(err),
             }
         }
-        let Some((_, _, address)) = best else {
+        let Some((_, address)) = best else {
             return Err(last_error.unwrap_or_else(|| timed_out("the sentinels")));
         };
         let client = Client::open(format!("redis://{address}"))?;
@@ -299,19 +287,18 @@ impl Sentinels {
                 .get_multiplexed_async_connection_with_config(&connection_config())
                 .await?;
             redis::cmd("ROLE")
-                .query_async::<redis::Value>(&mut connection)
+                .query_async::<Vec<redis::Value>>(&mut connection)
                 .await
         })
         .await
         .unwrap_or_else(|_| Err(timed_out("the primary")))?;
-        match role {
-            redis::Value::Array(fields) if matches!(fields.first(), Some(redis::Value::BulkString(role)) if role == b"master") => {
-                Ok(client)
-            }
-            _ => Err(RedisError::from((
+        if matches!(role.first(), Some(redis::Value::BulkString(role)) if role == b"master") {
+            Ok(client)
+        } else {
+            Err(RedisError::from((
                 ErrorKind::Io,
                 "the redis the sentinels name is not a primary (yet)",
-            ))),
+            )))
         }
     }
 

@@ -65,6 +65,17 @@ async fn webui_hashes(webui: &Running) -> Option<u64> {
     json["hashes"].as_u64()
 }
 
+/// Waits until `hashes` on the server at `port` has grown by more than 100
+/// units; returns what it was at the start.
+async fn wait_for_counting(what: &str, limit: Duration, port: u16) -> u64 {
+    let (start, _) = counted(port).await;
+    wait_for(what, limit, || async {
+        counted(port).await.0 > start + 100
+    })
+    .await;
+    start
+}
+
 async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -120,11 +131,10 @@ async fn worker_and_webui_follow_failovers_and_lose_no_unit() {
         .await;
 
         // Both carry on with the new primary, without a restart.
-        let (after_failover, _) = counted(new).await;
-        wait_for(
+        let after_failover = wait_for_counting(
             &format!("kill {round}: hashes counted after the failover"),
             Duration::from_secs(30),
-            || async { counted(new).await.0 > after_failover + 100 },
+            new,
         )
         .await;
         wait_for(
@@ -191,11 +201,10 @@ async fn batches_no_replica_confirmed_are_sent_again_after_a_failover() {
     })
     .await;
     let new = ha.primary_port().await.expect("a primary");
-    let (after_failover, _) = counted(new).await;
-    wait_for(
+    wait_for_counting(
         "hashes counted after the failover",
         Duration::from_secs(30),
-        || async { counted(new).await.0 > after_failover + 100 },
+        new,
     )
     .await;
     let lines = check_counts(&mut worker, new).await;
@@ -305,11 +314,10 @@ async fn a_sentinel_with_an_old_view_is_outvoted() {
     let sentinels = format!("127.0.0.1:{stale_port},{}", ha.sentinels());
 
     let (_rng, _hasher, mut worker) = start_worker(&sentinels).await;
-    let (before, _) = counted(new).await;
-    wait_for(
+    wait_for_counting(
         "hashes counted on the new primary",
         Duration::from_secs(20),
-        || async { counted(new).await.0 > before + 100 },
+        new,
     )
     .await;
     let lines = check_counts(&mut worker, new).await;
