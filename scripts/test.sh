@@ -105,7 +105,10 @@ suite_faults() {
     scripts/test/drain-e2e.sh
 }
 suite_compose() { scripts/test/compose-e2e.sh; }
-suite_compose-faults() { scripts/test/compose-faults.sh; }
+suite_compose-faults() {
+    scripts/test/compose-faults.sh
+    scripts/test/compose-ha.sh
+}
 suite_compose-prometheus() { scripts/test/compose-prometheus.sh; }
 suite_swarm() { scripts/test/swarm-e2e.sh; }
 suite_cluster() { scripts/test/cluster-e2e.sh; }

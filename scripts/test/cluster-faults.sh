@@ -107,6 +107,8 @@ STARTED=$SECONDS
 TEST_NAME=cluster-faults
 # shellcheck source=scripts/test/lib.sh
 source "$ROOT/scripts/test/lib.sh"
+# shellcheck source=scripts/test/cluster-lib.sh
+source "$ROOT/scripts/test/cluster-lib.sh"
 WORK="$(mktemp -d /tmp/cluster-faults.XXXXXX)"
 SAMPLES="$WORK/samples.jsonl"
 PROBES="$WORK/probes.txt"
@@ -154,12 +156,6 @@ nodes_view() {
 }
 node_status() { nodes_view | awk -v n="$1" '$1 == n { print $2 }'; }
 leader() { nodes_view | awk '$4 == "Leader" { print $1 }'; }
-# Running tasks of a service, "node" per line (desired running, state Running).
-running_on() {
-  on_mgr docker service ps "${STACK}_$1" --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' 2>/dev/null |
-    awk '$2 == "Running" { print $1 }'
-}
-count_running() { running_on "$1" | grep -c . || true; }
 # Running tasks of a service on nodes other than $2.
 count_running_off() { running_on "$1" | grep -vcx "$2" || true; }
 replicas() {
@@ -181,21 +177,6 @@ healthy() {
   all_ready && all_converged &&
     [[ "$(count_running rng)" -eq "$NODES" && "$(count_running worker)" -eq "$WORKERS" ]]
 }
-# wait_for seconds command...: polls every 0.5 s; prints the seconds it took.
-wait_for() {
-  local limit="$1" t0
-  shift
-  t0="$(now)"
-  while ! "$@"; do
-    if awk -v a="$t0" -v b="$(now)" -v l="$limit" 'BEGIN { exit !(b - a > l) }'; then
-      echo "timeout"
-      return 1
-    fi
-    sleep 0.5
-  done
-  elapsed "$t0" "$(now)"
-}
-since() { elapsed "$1" "$(now)"; }
 # Whether `docker service ls` answers on each running manager but $1: "node yes|no ...".
 service_ls_on_managers() {
   local i n out=""
@@ -255,17 +236,9 @@ for _, k in ipairs(redis.call("KEYS", "dockercoins:report:*")) do
   end
 end
 return cjson.encode(out)'
-redis_container() { # prints "node container-id" of the running redis task
-  local n cid
-  n="$(running_on redis | head -n 1)"
-  [[ -n "$n" ]] || return 1
-  cid="$(docker exec "$n" docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_redis" | head -n 1)"
-  [[ -n "$cid" ]] || return 1
-  echo "$n $cid"
-}
 start_sampler() {
   local where
-  where="$(redis_container)" || return 1
+  where="$(task_of redis)" || return 1
   # shellcheck disable=SC2086
   set -- $where
   docker exec "$1" docker exec "$2" touch /tmp/sampling
@@ -274,7 +247,6 @@ start_sampler() {
     'while [ -e /tmp/sampling ]; do redis-cli EVAL "$0" 0; sleep 1; done' "$SAMPLE_LUA" >>"$SAMPLES" 2>/dev/null &
   SAMPLER_PIDS+=($!)
 }
-samples() { jq -cR 'fromjson? | select(type == "object" and .t != null)' "$SAMPLES" 2>/dev/null; }
 last_sample_time() { samples | tail -n 1 | jq -r .t; }
 
 probe_loop() {
@@ -297,13 +269,6 @@ availability() {
     END { if (n == 0) print "no probe"; else printf "%d%% (%d/%d)\n", 100 * ok / n, ok, n }' "$PROBES"
 }
 
-# Rate between two times, from the first sample at or after $1 and the last at or before $2.
-rate() {
-  samples | jq -rs --argjson a "$1" --argjson b "$2" '
-    [.[] | select(.t >= $a and .t <= $b)] as $s
-    | if ($s | length) < 2 or ($s[-1].t - $s[0].t) < 1 then "n/a"
-      else (($s[-1].h - $s[0].h) / ($s[-1].t - $s[0].t) * 10 | round / 10 | tostring) end'
-}
 # Accounting between two times: {"counted": hashes gained, "reported": units the
 # workers' reports gained, each worker process counted from its value at $1 (0 for
 # a process started later), "samples": n}.

@@ -89,6 +89,8 @@ STARTED=$SECONDS
 TEST_NAME=cluster-redis-ha
 # shellcheck source=scripts/test/lib.sh
 source "$ROOT/scripts/test/lib.sh"
+# shellcheck source=scripts/test/cluster-lib.sh
+source "$ROOT/scripts/test/cluster-lib.sh"
 WORK="$(mktemp -d /tmp/cluster-redis-ha.XXXXXX)"
 SAMPLES="$WORK/samples.jsonl"
 touch "$SAMPLES"
@@ -117,37 +119,10 @@ trap 'exit 130' INT TERM
 # --- the cluster, seen from node 1 (never struck) -------------------------------------------
 
 on_mgr() { timeout 30 docker exec -w /dockercoins "$MGR" "$@"; }
-running_on() { # nodes of the running tasks of a service
-  on_mgr docker service ps "${STACK}_$1" --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' 2>/dev/null |
-    awk '$2 == "Running" { print $1 }'
-}
-count_running() { running_on "$1" | grep -c . || true; }
 node_status() {
   on_mgr docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}}' 2>/dev/null | awk -v n="$1" '$1 == n { print $2, $3 }'
 }
-wait_for() { # seconds command...: polls every 0.5 s; prints the seconds it took
-  local limit="$1" t0
-  shift
-  t0="$(now)"
-  while ! "$@"; do
-    if awk -v a="$t0" -v b="$(now)" -v l="$limit" 'BEGIN { exit !(b - a > l) }'; then
-      echo "timeout"
-      return 1
-    fi
-    sleep 0.5
-  done
-  elapsed "$t0" "$(now)"
-}
-since() { elapsed "$1" "$(now)"; }
-# A command in the running task of a service: "node container" of it, then the command.
-task_of() { # service -> "node cid"
-  local n cid
-  n="$(running_on "$1" | head -n 1)"
-  [[ -n "$n" ]] || return 1
-  cid="$(docker exec "$n" docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_$1" | head -n 1)"
-  [[ -n "$cid" ]] || return 1
-  echo "$n $cid"
-}
+# A command in the running task of a service.
 in_task() { # service command...
   local where
   where="$(task_of "$1")" || return 1
@@ -195,7 +170,6 @@ start_sampler() {
     -c "$SAMPLER_SH" "$SAMPLE_LUA" >>"$SAMPLES" 2>/dev/null &
   SAMPLER_PID=$!
 }
-samples() { jq -cR 'fromjson? | select(type == "object" and .t != null)' "$SAMPLES" 2>/dev/null; }
 last() { samples | jq -rs --arg k "$1" '[.[] | select(.h != null)] | .[-1][$k] // empty'; }
 primary() { last p; }
 # The node the primary's task runs on.
@@ -209,13 +183,6 @@ counting_since() { # t: hashes grew after t
 new_primary_since() { # t old: prints seconds from t to the first sample naming another primary
   samples | jq -rs --argjson a "$1" --arg old "$2" '
     [.[] | select(.t > $a and .h != null and .p != $old)] | if length == 0 then "none" else (.[0].t - $a | . * 10 | round / 10 | tostring) end'
-}
-# Rate between two times, from the first sample at or after $1 and the last at or before $2.
-rate() {
-  samples | jq -rs --argjson a "$1" --argjson b "$2" '
-    [.[] | select(.h != null and .t >= $a and .t <= $b)] as $s
-    | if ($s | length) < 2 or ($s[-1].t - $s[0].t) < 1 then "n/a"
-      else (($s[-1].h - $s[0].h) / ($s[-1].t - $s[0].t) * 10 | round / 10 | tostring) end'
 }
 # Longest time between $1 and $2 in which hashes did not grow (from the samples that answered).
 stalled() {
