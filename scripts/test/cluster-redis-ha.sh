@@ -141,10 +141,11 @@ everything_running() {
 
 # --- the sampler (on node 1, on the stack's overlay) ------------------------------------------
 
-# One sample, every 0.5 s: the time, the primary the Sentinels name (as the
-# services choose it: the answer with the highest config epoch, since a Sentinel
-# that was cut off or restarted names the old primary until it hears the
-# others), and on that primary hashes, the wallet's entries and its replicas.
+# One sample, every 0.5 s: the primary the Sentinels name (as the services
+# choose it: the answer with the highest config epoch, since a Sentinel that
+# was cut off or restarted names the old primary until it hears the others),
+# the time once all have answered (a struck node's Sentinel takes its whole
+# timeout), and on that primary hashes, the wallet's entries and its replicas.
 # shellcheck disable=SC2016
 SAMPLE_LUA='local info = redis.call("INFO", "replication")
 return cjson.encode({p = ARGV[1], t = tonumber(ARGV[2]), h = tonumber(redis.call("GET", "hashes") or "0"),
@@ -152,7 +153,6 @@ return cjson.encode({p = ARGV[1], t = tonumber(ARGV[2]), h = tonumber(redis.call
   role = string.match(info, "role:(%a+)")})'
 # shellcheck disable=SC2016
 SAMPLER_SH='while :; do
-  t=$(date +%s.%N)
   p=""
   best=-1
   for s in sentinel-1 sentinel-2 sentinel-3; do
@@ -160,6 +160,7 @@ SAMPLER_SH='while :; do
     a=$(timeout 1 redis-cli -h "$s" -p 26379 --raw SENTINEL get-master-addr-by-name mymaster 2>/dev/null | head -n 1)
     if [ -n "$a" ] && [ -n "$e" ] && [ "$e" -gt "$best" ]; then best=$e; p=$a; fi
   done
+  t=$(date +%s.%N)
   if [ -n "$p" ]; then timeout 1 redis-cli -h "$p" --raw EVAL "$0" 0 "$p" "$t" 2>/dev/null | grep "^{" || echo "{\"t\": $t, \"p\": \"$p\"}"
   else echo "{\"t\": $t}"; fi
   sleep 0.5
