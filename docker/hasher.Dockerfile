@@ -61,10 +61,14 @@ COPY . .
 # The cargo registry and the target directory live in cache mounts shared by
 # the four builds: a rebuild after a small change recompiles only what changed.
 # The target directory has one cache per target platform (amd64, arm64, armv7).
+# The workspace's files are touched first: COPY keeps their times, and cargo,
+# which goes by times, would take an edit older than the cached build (a build
+# from another checkout since) as already compiled.
 RUN --mount=type=cache,id=dockercoins-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=dockercoins-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=dockercoins-target-${TARGETARCH}${TARGETVARIANT},target=/src/target,sharing=locked \
     triple="$(cat /target-triple)" \
+ && find crates -type f -exec touch {} + \
  && RUSTFLAGS="-C target-feature=+crt-static" \
     cargo auditable build --release --locked --workspace --target "$triple" --config /target-cargo.toml \
  && mkdir -p /out \

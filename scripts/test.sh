@@ -67,7 +67,12 @@ fi
 suite_lint() {
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
-    shellcheck scripts/*.sh scripts/*/*.sh .ci/run
+    shellcheck scripts/*.sh scripts/*/*.sh .ci/run docker/redis-ha/start.sh
+    # A Swarm config cannot change: stack.ha.yaml names start.sh's by its content.
+    local sha
+    sha=$(sha256sum docker/redis-ha/start.sh | cut -c1-8)
+    grep -q "name: dockercoins-redis-ha-start-$sha\$" stack.ha.yaml ||
+        { echo "stack.ha.yaml: name the config dockercoins-redis-ha-start-$sha (docker/redis-ha/start.sh changed)" >&2; return 1; }
     scripts/test/docs-links.sh
     scripts/test/cargo-deny.sh
     local bin

@@ -11,6 +11,17 @@
 # units they say Redis took == `hashes` on the last primary, exactly; the
 # coins they found == the wallet's entries; each worker and the web UI logged
 # every change of primary. Prints the failover and resume times of each kill.
+# Between the two, the restarts the topology must survive with its restart
+# policies on:
+#   - the primary (a promoted replica by then) crashes twice (its process
+#     SIGKILLed from the host: Docker's restart policy starts it again at
+#     once): counting resumes within the worst resume time of the kills, it
+#     comes back as the primary or as the Sentinels' primary's replica (never
+#     `redis`'s, unless `redis` is the primary), and `hashes` never goes back;
+#   - the three Sentinels recreated at once after a failover (`up -d
+#     --force-recreate`, as after an edit of their block): they name the same
+#     primary as before, and a kill of that primary is still followed by a
+#     failover and counting again, without a person.
 # Everything the project created is removed on exit (images are kept).
 #
 # Usage: scripts/test/compose-ha.sh
@@ -118,6 +129,8 @@ pass "mining through the Sentinels' primary, with 2 replicas online"
 
 # --- the primary killed, KILLS times ----------------------------------------------------------
 
+worst_resume=0
+
 for round in $(seq 1 "$KILLS"); do
   old="$(primary)"
   [[ -n "$old" ]] || abort "kill $round: no Sentinel names a primary"
@@ -137,6 +150,7 @@ for round in $(seq 1 "$KILLS"); do
   promoted="$(elapsed "$t0" "$(now)")"
   wait_hashes_above "$before" 60 || abort "kill $round: nothing counted within 60 s of killing $old"
   resumed="$(elapsed "$t0" "$(now)")"
+  awk -v r="$resumed" -v w="$worst_resume" 'BEGIN { exit !(r > w) }' && worst_resume="$resumed"
   pass "kill $round: $old killed, $new promoted after $promoted s, counting again after $resumed s"
   SUMMARY+=("kill $round: $old -> $new: new primary after $promoted s, hashes rising again after $resumed s")
   # The killed container comes back, as a replica of the new primary.
@@ -144,6 +158,85 @@ for round in $(seq 1 "$KILLS"); do
   [[ "$(docker inspect -f '{{.State.Running}}' "$id")" == true ]] || docker start "$id" >/dev/null
   wait_replicas "$new" 90 || abort "kill $round: $new has not both replicas online within 90 s"
 done
+
+# --- the primary crashes, restart policy on, twice -------------------------------------------
+
+# Waits up to $2 s until the Sentinels name a primary other than $1; prints it.
+wait_new_primary() {
+  local old="$1" deadline=$((SECONDS + $2)) new=""
+  while ((SECONDS < deadline)); do
+    new="$(primary)"
+    [[ -n "$new" && "$new" != "$old" ]] && { echo "$new"; return 0; }
+    sleep 0.2
+  done
+  return 1
+}
+# The Redis service $1 is the primary, or a replica of the primary the Sentinels name.
+in_topology() {
+  local role master named
+  role="$(on "$1" role | head -n 1)"
+  named="$(primary)"
+  [[ "$role" == master ]] && [[ "$named" == "$1" ]] && return 0
+  master="$(on "$1" role | sed -n 2p)"
+  [[ "$role" == slave && "$master" == "$named" ]]
+}
+
+for round in 1 2; do
+  crashed="$(primary)"
+  [[ -n "$crashed" ]] || abort "crash $round: no Sentinel names a primary"
+  id="$(compose ps -q "$crashed")"
+  restarts_before="$(docker inspect -f '{{.RestartCount}}' "$id")"
+  before="$(webui_hashes || echo 0)"
+  t0="$(now)"
+  # A crash, not a stop: the process killed from the host, so the restart
+  # policy applies (`docker kill` counts as a stop by hand).
+  kill -KILL "$(docker inspect -f '{{.State.Pid}}' "$id")"
+  deadline=$((SECONDS + 30))
+  while ((SECONDS < deadline)) && [[ "$(docker inspect -f '{{.RestartCount}}' "$id")" == "$restarts_before" ]]; do sleep 0.1; done
+  check "crash $round: Docker's restart policy started $crashed again" \
+    test "$(docker inspect -f '{{.RestartCount}}' "$id")" -gt "$restarts_before"
+  wait_hashes_above "$before" 60 || abort "crash $round: nothing counted within 60 s of the crash of $crashed"
+  resumed="$(elapsed "$t0" "$(now)")"
+  check "crash $round: counting again after $resumed s (the kills' worst: $worst_resume s)" \
+    awk -v r="$resumed" -v w="$worst_resume" 'BEGIN { exit !(r <= w + 1) }'
+  after="$(webui_hashes || echo 0)"
+  check "crash $round: hashes did not go back ($before -> $after)" test "$after" -ge "$before"
+  wait_replicas "$(primary)" 90 || abort "crash $round: the primary has not both replicas online within 90 s"
+  check "crash $round: $crashed came back as the primary or the primary's replica ($(on "$crashed" role | head -n 2 | paste -sd ' ' -); primary $(primary))" \
+    in_topology "$crashed"
+  SUMMARY+=("crash $round of the primary $crashed (restart policy on): counting again after $resumed s; now $(on "$crashed" role | head -n 1), primary $(primary)")
+done
+
+# --- the three Sentinels recreated after a failover ---------------------------------------------
+
+current="$(primary)"
+if [[ "$current" == redis ]]; then
+  compose exec -T sentinel-1 redis-cli -p 26379 sentinel failover mymaster >/dev/null 2>&1 || true
+  current="$(wait_new_primary redis 60)" || abort "no failover away from redis within 60 s"
+  wait_replicas "$current" 90 || abort "$current has not both replicas online within 90 s"
+fi
+log "the three Sentinels recreated (up -d --force-recreate) while $current is the primary"
+compose up -d --force-recreate --no-deps sentinel-1 sentinel-2 sentinel-3 >"$WORK/recreate.log" 2>&1 ||
+  { tail -n 20 "$WORK/recreate.log" >&2; abort "recreating the Sentinels"; }
+wait_healthy 60 || abort "the Sentinels did not become healthy within 60 s"
+views="$(for s in sentinel-1 sentinel-2 sentinel-3; do compose exec -T "$s" redis-cli -p 26379 sentinel get-master-addr-by-name mymaster 2>/dev/null | head -n 1; done | paste -sd ' ' -)"
+check "the recreated Sentinels name the same primary ($views; before: $current)" test "$views" = "$current $current $current"
+before="$(webui_hashes || echo 0)"
+wait_hashes_above "$before" 30 || abort "nothing counted within 30 s of recreating the Sentinels"
+pass "counting goes on after the Sentinels were recreated"
+# They can still fail over: the primary killed and kept down, as in the kills above.
+id="$(compose ps -q "$current")"
+docker update --restart no "$id" >/dev/null
+t0="$(now)"
+docker kill "$id" >/dev/null
+new="$(wait_new_primary "$current" 60)" || abort "the recreated Sentinels promoted no replica within 60 s"
+before="$(webui_hashes || echo 0)"
+wait_hashes_above "$before" 60 || abort "nothing counted within 60 s of the failover by the recreated Sentinels"
+check "the recreated Sentinels fail over: $current -> $new, counting again after $(elapsed "$t0" "$(now)") s" true
+SUMMARY+=("Sentinels recreated with $current the primary: they named it; then $current killed -> $new, counting again after $(elapsed "$t0" "$(now)") s")
+docker update --restart unless-stopped "$id" >/dev/null
+docker start "$id" >/dev/null
+wait_replicas "$new" 90 || abort "$new has not both replicas online within 90 s"
 
 # --- the invariants -------------------------------------------------------------------------
 
@@ -154,16 +247,18 @@ total="$(on "$last" get hashes)"
 wallet="$(on "$last" hlen wallet)"
 compose logs --no-color --no-log-prefix worker >"$WORK/worker.log" 2>&1
 compose logs --no-color --no-log-prefix webui >"$WORK/webui.log" 2>&1
-lines="$(grep -o '[0-9]* units of work done in all, [0-9]* counted in redis' "$WORK/worker.log" || true)"
+lines="$(grep -o '[0-9]* units of work done in all, [0-9]* counted in redis, [0-9]* not confirmed by a replica, [0-9]* lost' "$WORK/worker.log" || true)"
 units="$(awk '{ s += $1 } END { print s + 0 }' <<<"$lines")"
-counted="$(awk '{ s += $(NF - 3) } END { print s + 0 }' <<<"$lines")"
+counted="$(awk '{ s += $8 } END { print s + 0 }' <<<"$lines")"
+lost="$(awk 'NF { s += $12 + $(NF - 1) } END { print s + 0 }' <<<"$lines")"
 coins="$(grep -c 'Coin found: ' "$WORK/worker.log" || true)"
 batches="$(grep -o 'batches: .*' "$WORK/worker.log" | paste -sd ';' - || true)"
 restarts="$(for id in $(compose ps -aq worker); do docker inspect -f '{{.RestartCount}}' "$id"; done | awk '{ s += $1 } END { print s + 0 }')"
+[[ -n "$lines" ]] || { echo "the workers' last lines:" >&2; tail -n 5 "$WORK/worker.log" >&2; }
 check "both workers said how much they did ($(grep -c . <<<"$lines") summary lines, $restarts restarts)" \
   test "$(grep -c . <<<"$lines")" -eq 2 -a "$restarts" -eq 0
-check "invariant: units the workers did ($units) == counted by them ($counted) == hashes on the primary ($total)" \
-  test "$units" -eq "$counted" -a "$units" -eq "${total:-0}"
+check "invariant: units the workers did ($units) == counted by them ($counted) == hashes on the primary ($total), none unconfirmed or lost ($lost)" \
+  test "$units" -eq "$counted" -a "$units" -eq "${total:-0}" -a "$lost" -eq 0
 check "invariant: coins the workers found ($coins) == wallet entries ($wallet)" test "$coins" -eq "${wallet:--1}"
 changes="$(grep -c 'redis primary changed: ' "$WORK/worker.log" || true)"
 check "the workers logged each change of primary ($changes lines for 2 workers, $KILLS kills)" test "$changes" -ge $((2 * KILLS))

@@ -58,7 +58,7 @@ const fn metric(
 
 /// Every metric the services export.
 #[rustfmt::skip]
-pub const METRICS: [Metric; 21] = [
+pub const METRICS: [Metric; 26] = [
     metric("all", "dockercoins_build_info", Kind::Gauge, "service, version",
         "Always 1: which service and version answers."),
     metric("all", "process_start_time_seconds", Kind::Gauge, "",
@@ -83,8 +83,18 @@ pub const METRICS: [Metric; 21] = [
         "Time of one call to a dependency: rng, hasher, or redis (one flush)."),
     metric("worker", "worker_call_errors_total", Kind::Counter, "dependency",
         "Failed calls to a dependency: rng, hasher, or redis."),
+    metric("worker", "worker_units_counted_total", Kind::Counter, "",
+        "Units Redis took in `hashes` (with Sentinel, once a replica confirmed them)."),
     metric("worker", "worker_units_unflushed", Kind::Gauge, "",
         "Units done that Redis has not counted yet."),
+    metric("worker", "worker_units_unconfirmed", Kind::Gauge, "",
+        "With Sentinel: units of the batch waiting to be sent again that was written but that no replica confirmed (or whose answer never came): counted unless a failover loses them."),
+    metric("worker", "worker_units_restored_total", Kind::Counter, "",
+        "Units of the batches sent again to a Redis that had taken them and then lacked them (a failover)."),
+    metric("worker", "worker_units_lost_total", Kind::Counter, "",
+        "Units Redis will never count: taken, then lost by a failover or a restart while the worker no longer kept them (after a minute), or not handed over within WORKER_STOP_TIMEOUT at a stop."),
+    metric("worker", "worker_coins_lost_total", Kind::Counter, "",
+        "Coins of those units."),
     metric("worker", "worker_coins_unflushed", Kind::Gauge, "",
         "Coins found that are not in Redis' wallet yet."),
     metric("worker", "worker_batches_resent_total", Kind::Counter, "",

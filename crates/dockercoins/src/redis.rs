@@ -15,13 +15,18 @@
 //! epoch, until it hears the others. That old primary still says `master` to
 //! `ROLE` (it has not been made a replica yet), so the services would follow it
 //! there, to a Redis that refuses every write (`NOREPLICAS`).
+//!
+//! The connections to the Sentinels, and the one that asks the named primary
+//! its `ROLE`, are kept open from one check to the next, and opened again
+//! only after an error.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use clap::Args;
 use futures_util::future::join_all;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError};
 use tokio::sync::{Mutex, Notify};
 
@@ -73,6 +78,12 @@ struct Inner {
     target: Target,
     connection: Mutex<Option<ConnectionManager>>,
     url: String,
+    /// How long one reply may take (a command that waits, such as `WAIT`,
+    /// needs its own wait on top of `TIMEOUT`).
+    reply_timeout: Duration,
+    /// Connections opened so far: one more each time the connection is
+    /// opened anew (first use, or after the Sentinels named another primary).
+    generation: AtomicU64,
 }
 
 enum Target {
@@ -83,6 +94,10 @@ enum Target {
 struct Sentinels {
     /// `redis://host:port` of each Sentinel.
     urls: Vec<String>,
+    /// A connection to each Sentinel (as `urls`), kept between checks.
+    asking: Vec<Mutex<Option<MultiplexedConnection>>>,
+    /// The connection that asks the named primary its `ROLE`, and its address.
+    role: Mutex<Option<(String, MultiplexedConnection)>>,
     primary: String,
     /// The primary last found (`host:port`): the one connected to, if any,
     /// and the old side of the log line when it changes.
@@ -131,6 +146,8 @@ impl Redis {
         let described = format!("sentinel {primary} via {}", addresses.join(","));
         Ok(Redis::with(
             Target::Sentinel(Sentinels {
+                asking: urls.iter().map(|_| Mutex::default()).collect(),
+                role: Mutex::default(),
                 urls,
                 primary: primary.to_owned(),
                 known: std::sync::Mutex::new(None),
@@ -147,8 +164,26 @@ impl Redis {
                 target,
                 connection: Mutex::default(),
                 url,
+                reply_timeout: TIMEOUT,
+                generation: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Lets each reply take `extra` more than the usual 2 s, for commands
+    /// that wait on the server (`WAIT`). Call it before the first clone.
+    #[must_use]
+    pub fn with_slower_replies(mut self, extra: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.reply_timeout = TIMEOUT + extra;
+        }
+        self
+    }
+
+    /// How many times a connection was opened: when it changes, the Redis
+    /// answering may be another (a failover) than the one before.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
     }
 
     /// `REDIS_URL`, or `sentinel NAME via HOST:PORT,...`.
@@ -178,10 +213,11 @@ impl Redis {
         };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(self.inner.reply_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let manager = ConnectionManager::new_with_config(client, config).await?;
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
         *slot = Some(manager.clone());
         Ok(manager)
     }
@@ -260,11 +296,16 @@ impl Sentinels {
     /// listed, of those that gave it, on a tie), and that Redis must say
     /// `master` to `ROLE`.
     async fn find_primary(&self) -> Result<Client, RedisError> {
-        let answers = join_all(self.urls.iter().map(|url| async move {
-            tokio::time::timeout(TIMEOUT, ask_sentinel(url, &self.primary))
-                .await
-                .unwrap_or_else(|_| Err(timed_out("the sentinel")))
-        }))
+        let answers = join_all(
+            self.urls
+                .iter()
+                .zip(&self.asking)
+                .map(|(url, kept)| async move {
+                    tokio::time::timeout(TIMEOUT, self.ask(url, kept))
+                        .await
+                        .unwrap_or_else(|_| Err(timed_out("the sentinel")))
+                }),
+        )
         .await;
         let mut best: Option<(u64, String)> = None;
         let mut last_error = None;
@@ -282,17 +323,10 @@ impl Sentinels {
             return Err(last_error.unwrap_or_else(|| timed_out("the sentinels")));
         };
         let client = Client::open(format!("redis://{address}"))?;
-        let role = tokio::time::timeout(TIMEOUT, async {
-            let mut connection = client
-                .get_multiplexed_async_connection_with_config(&connection_config())
-                .await?;
-            redis::cmd("ROLE")
-                .query_async::<Vec<redis::Value>>(&mut connection)
-                .await
-        })
-        .await
-        .unwrap_or_else(|_| Err(timed_out("the primary")))?;
-        if matches!(role.first(), Some(redis::Value::BulkString(role)) if role == b"master") {
+        let role = tokio::time::timeout(TIMEOUT, self.role_of(&client, &address))
+            .await
+            .unwrap_or_else(|_| Err(timed_out("the primary")));
+        if matches!(role?.first(), Some(redis::Value::BulkString(role)) if role == b"master") {
             Ok(client)
         } else {
             Err(RedisError::from((
@@ -300,6 +334,51 @@ impl Sentinels {
                 "the redis the sentinels name is not a primary (yet)",
             )))
         }
+    }
+
+    /// One Sentinel's view, on the connection kept for it (opened again
+    /// after an error).
+    async fn ask(
+        &self,
+        url: &str,
+        kept: &Mutex<Option<MultiplexedConnection>>,
+    ) -> Result<(u64, String), RedisError> {
+        let mut slot = kept.lock().await;
+        let mut connection = match slot.take() {
+            Some(connection) => connection,
+            None => {
+                Client::open(url)?
+                    .get_multiplexed_async_connection_with_config(&connection_config())
+                    .await?
+            }
+        };
+        let answer = ask_sentinel(&mut connection, &self.primary).await;
+        if answer.is_ok() {
+            *slot = Some(connection);
+        }
+        answer
+    }
+
+    /// `ROLE` of the Redis at `address`, on the connection kept for it.
+    async fn role_of(
+        &self,
+        client: &Client,
+        address: &str,
+    ) -> Result<Vec<redis::Value>, RedisError> {
+        let mut slot = self.role.lock().await;
+        let mut connection = match slot.take() {
+            Some((kept, connection)) if kept == address => connection,
+            _ => {
+                client
+                    .get_multiplexed_async_connection_with_config(&connection_config())
+                    .await?
+            }
+        };
+        let role = redis::cmd("ROLE")
+            .query_async::<Vec<redis::Value>>(&mut connection)
+            .await?;
+        *slot = Some((address.to_owned(), connection));
+        Ok(role)
     }
 
     /// Notes the primary found, and says so when it changed; true when it
@@ -324,11 +403,10 @@ impl Sentinels {
 /// `get-master-addr-by-name`'s, which names the promoted replica as soon as
 /// the failover has promoted it; `SENTINEL MASTER`'s own address stays the old
 /// one on the Sentinel leading the failover until its end.
-async fn ask_sentinel(url: &str, primary: &str) -> Result<(u64, String), RedisError> {
-    let client = Client::open(url)?;
-    let mut connection = client
-        .get_multiplexed_async_connection_with_config(&connection_config())
-        .await?;
+async fn ask_sentinel(
+    connection: &mut MultiplexedConnection,
+    primary: &str,
+) -> Result<(u64, String), RedisError> {
     let (fields, (host, port)): (std::collections::HashMap<String, String>, (String, u16)) =
         redis::pipe()
             .cmd("SENTINEL")
@@ -337,7 +415,7 @@ async fn ask_sentinel(url: &str, primary: &str) -> Result<(u64, String), RedisEr
             .cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(primary)
-            .query_async(&mut connection)
+            .query_async(connection)
             .await?;
     let epoch = fields
         .get("config-epoch")

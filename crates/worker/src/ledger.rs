@@ -19,7 +19,21 @@
 //! without the last ones (Sentinel may pick a replica that `WAIT` did not
 //! wait for), or a Redis restarted without the last second of its
 //! append-only file. The worker keeps the batches Redis took over the last
-//! minute and sends the missing ones again, in order, before the new one.
+//! minute and sends the missing ones again, in order, before the new one;
+//! missing ones it no longer keeps are counted as lost
+//! (`worker_units_lost_total`), from the totals Redis keeps with the number.
+//!
+//! The record of the last batch applied (`dockercoins:batch:<instance>:<process>`)
+//! never expires: a worker idle for days, or a Redis stopped over a weekend,
+//! finds it as it left it. A stop deletes it once the last batch is taken.
+//! A record that is missing is not read as "nothing applied": if nothing
+//! failed and no new connection was opened since the last batch Redis took,
+//! the record was deleted by hand and the batches are counted; otherwise the
+//! Redis answering lacks all of them and they are sent again.
+//!
+//! At a stop, the worker keeps sending its last batch until Redis takes it,
+//! for at most `WORKER_STOP_TIMEOUT` (a failover takes a few seconds), then
+//! says what it could not hand over.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,29 +44,50 @@ use bytes::Bytes;
 use dockercoins::CancellationToken;
 use dockercoins::redis::Redis;
 use metrics::{Counter, Gauge};
+use redis::RedisError;
 use serde::Serialize;
 
 /// Applies one batch: `INCRBY hashes`, `HSET wallet` for each coin, once per
-/// batch number and in order, and refreshes the worker's report for the web UI.
-/// KEYS: hashes, wallet, the worker's last batch number, its report.
-/// ARGV: batch number, units, report, 1 to apply it even after a gap (or 0),
-/// then hex hash and bytes of each coin.
+/// batch number and in order, and refreshes the worker's report for the web
+/// UI. The record of the last batch applied keeps, with its number, this
+/// worker's totals of units and coins up to it.
+/// KEYS: hashes, wallet, the worker's record, its report.
+/// ARGV: batch number, units, total units and total coins up to this batch,
+/// report, 1 to apply it even after a gap or without a record (or 0), then
+/// hex hash and bytes of each coin.
 /// Returns HSET's answer (1 new, 0 already there) for each coin, nothing if
-/// this batch number was applied before, or the error `GAP <last applied>`
-/// if batches are missing before it.
-const APPLY_BATCH: &str = r"
-redis.call('SET', KEYS[4], ARGV[3], 'EX', 10)
-local last = tonumber(redis.call('GET', KEYS[3]) or '0')
-if last >= tonumber(ARGV[1]) then
+/// this batch number was applied before, the error `GAP <last> <units>
+/// <coins>` if batches are missing before it, or `NORECORD` if no record is
+/// there for a batch after the first.
+/// A script with flags (`#!lua`, Redis 7): Redis refuses it as a whole, before
+/// it runs, when it takes no writes (`OOM`, `NOREPLICAS`, `READONLY`), so a
+/// batch is never half applied.
+const APPLY_BATCH: &str = r"#!lua
+local number = tonumber(ARGV[1])
+local record = redis.call('GET', KEYS[3])
+local last, units, coins = 0, 0, 0
+if record then
+  local n, u, c = string.match(record, '^(%d+) (%d+) (%d+)$')
+  if n then
+    last, units, coins = tonumber(n), tonumber(u), tonumber(c)
+  else
+    last = tonumber(record) or 0
+  end
+elseif number > 1 and ARGV[6] ~= '1' then
+  return redis.error_reply('NORECORD no record of the batches before ' .. number)
+end
+if last >= number then
+  redis.call('SET', KEYS[4], ARGV[5], 'EX', 10)
   return {}
 end
-if tonumber(ARGV[1]) > last + 1 and ARGV[4] ~= '1' then
-  return redis.error_reply('GAP ' .. last)
+if number > last + 1 and ARGV[6] ~= '1' then
+  return redis.error_reply('GAP ' .. last .. ' ' .. units .. ' ' .. coins)
 end
-redis.call('SET', KEYS[3], ARGV[1], 'EX', 86400)
+redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
 redis.call('INCRBY', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[4], ARGV[5], 'EX', 10)
 local created = {}
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   created[#created + 1] = redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 return created
@@ -67,16 +102,30 @@ pub const REPORT_PREFIX: &str = "dockercoins:report:";
 /// turns out to lack them (a failover takes a few seconds).
 const KEEP_TAKEN: Duration = Duration::from_secs(60);
 
-/// What a worker did, in all, when it stopped.
+/// At a stop, the pause between two sends of a batch Redis did not take.
+const STOP_RETRY: Duration = Duration::from_millis(250);
+
+/// What a worker did, in all, when it stopped. Units done = counted +
+/// unconfirmed + lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
     /// Units of work done.
     pub units: u64,
-    /// Units that Redis counted in `hashes`.
+    /// Units that Redis counted in `hashes` (and, with Sentinel, a replica
+    /// confirmed), less those a Redis lost afterwards.
     pub flushed: u64,
+    /// Units of the last batch, written to Redis but not confirmed by a
+    /// replica (or whose answer never came) when the worker gave up: counted
+    /// unless a failover loses them.
+    pub unconfirmed: u64,
+    /// Units Redis will never count: batches it lost that the worker no
+    /// longer kept, and what it could not hand over before it stopped.
+    pub lost: u64,
     pub coins_found: u64,
     /// Coins dropped because too many waited for Redis.
     pub coins_dropped: u64,
+    /// Coins of the units lost.
+    pub coins_lost: u64,
     /// Sends of a batch that had been sent before.
     pub batches_resent: u64,
     /// Batches Redis refused to write (`NOREPLICAS`, `READONLY`, `OOM`).
@@ -101,6 +150,31 @@ struct Batch {
     sent: u64,
     units: u64,
     coins: Vec<Coin>,
+    /// Units and coins of this worker's batches up to this one, in all.
+    total_units: u64,
+    total_coins: u64,
+    /// A send may have been applied: written but not confirmed by a
+    /// replica, or sent without an answer.
+    maybe_written: bool,
+}
+
+impl Batch {
+    /// Units and coins of the batches before this one, in all.
+    fn before(&self) -> (u64, u64) {
+        (
+            self.total_units - self.units,
+            self.total_coins - self.coins.len() as u64,
+        )
+    }
+}
+
+/// What Redis has applied of this worker's batches: up to `last`, with these
+/// totals.
+#[derive(Debug, Clone, Copy)]
+struct Applied {
+    last: u64,
+    units: u64,
+    coins: u64,
 }
 
 /// What the web UI shows of each worker (stored as JSON, expiring in 10 s).
@@ -125,6 +199,14 @@ struct Answered {
     hasher: BTreeMap<String, u64>,
 }
 
+/// Batch numbers and totals, given out by the flusher alone.
+#[derive(Default)]
+struct Numbering {
+    number: u64,
+    units: u64,
+    coins: u64,
+}
+
 pub struct Ledger {
     instance: String,
     /// Where Redis keeps the number of the last batch it applied; unique per
@@ -134,13 +216,18 @@ pub struct Ledger {
     max_pending_coins: usize,
     /// With Sentinel, how long `WAIT 1` waits for a replica.
     wait_timeout: Duration,
+    /// At a stop, how long the last batches may wait for Redis.
+    stop_timeout: Duration,
     units_waiting: AtomicU64,
     coins_waiting: Mutex<Vec<Coin>>,
     units_done: AtomicU64,
     units_flushed: AtomicU64,
+    units_unconfirmed: AtomicU64,
+    units_lost: AtomicU64,
     coins_found: AtomicU64,
     coins_dropped: AtomicU64,
-    batches: AtomicU64,
+    coins_lost: AtomicU64,
+    numbering: Mutex<Numbering>,
     batches_resent: AtomicU64,
     batches_refused: AtomicU64,
     batches_unconfirmed: AtomicU64,
@@ -149,30 +236,53 @@ pub struct Ledger {
     taken: Mutex<VecDeque<(Instant, Batch)>>,
     answered: Mutex<Answered>,
     redis_failing: AtomicBool,
-    /// `worker_units_total` and `worker_units_unflushed`, registered once
-    /// instead of looked up at every unit.
+    /// Whether a call to Redis failed since it last took a batch, and the
+    /// connection's generation then: either tells that the Redis answering
+    /// may not be the one that took it.
+    failed_since_taken: AtomicBool,
+    taken_generation: AtomicU64,
+    /// Series registered once instead of looked up at every unit.
     units_total: Counter,
     units_unflushed: Gauge,
 }
 
 impl Ledger {
-    pub fn new(instance: &str, max_pending_coins: usize, wait_timeout: Duration) -> Self {
+    pub fn new(
+        instance: &str,
+        max_pending_coins: usize,
+        wait_timeout: Duration,
+        stop_timeout: Duration,
+    ) -> Self {
         let process = format!("{:016x}", rand::random::<u64>());
         // A series registered before the recorder would go nowhere, for good.
         dockercoins::metrics::install();
+        // Shown from the start, at 0, so that a rate or an alert has a series.
+        for counter in [
+            "worker_units_counted_total",
+            "worker_units_restored_total",
+            "worker_units_lost_total",
+            "worker_coins_lost_total",
+        ] {
+            metrics::counter!(counter).increment(0);
+        }
+        metrics::gauge!("worker_units_unconfirmed").set(0.0);
         Ledger {
             instance: instance.to_owned(),
             batch_key: format!("dockercoins:batch:{instance}:{process}"),
             report_key: format!("{REPORT_PREFIX}{instance}"),
             max_pending_coins,
             wait_timeout,
+            stop_timeout,
             units_waiting: AtomicU64::new(0),
             coins_waiting: Mutex::new(Vec::new()),
             units_done: AtomicU64::new(0),
             units_flushed: AtomicU64::new(0),
+            units_unconfirmed: AtomicU64::new(0),
+            units_lost: AtomicU64::new(0),
             coins_found: AtomicU64::new(0),
             coins_dropped: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
+            coins_lost: AtomicU64::new(0),
+            numbering: Mutex::new(Numbering::default()),
             batches_resent: AtomicU64::new(0),
             batches_refused: AtomicU64::new(0),
             batches_unconfirmed: AtomicU64::new(0),
@@ -180,6 +290,8 @@ impl Ledger {
             taken: Mutex::new(VecDeque::new()),
             answered: Mutex::new(Answered::default()),
             redis_failing: AtomicBool::new(false),
+            failed_since_taken: AtomicBool::new(false),
+            taken_generation: AtomicU64::new(0),
             units_total: metrics::counter!("worker_units_total"),
             units_unflushed: metrics::gauge!("worker_units_unflushed"),
         }
@@ -236,8 +348,11 @@ impl Ledger {
         Summary {
             units: self.units_done.load(Ordering::SeqCst),
             flushed: self.units_flushed.load(Ordering::SeqCst),
+            unconfirmed: self.units_unconfirmed.load(Ordering::SeqCst),
+            lost: self.units_lost.load(Ordering::SeqCst),
             coins_found: self.coins_found.load(Ordering::SeqCst),
             coins_dropped: self.coins_dropped.load(Ordering::SeqCst),
+            coins_lost: self.coins_lost.load(Ordering::SeqCst),
             batches_resent: self.batches_resent.load(Ordering::SeqCst),
             batches_refused: self.batches_refused.load(Ordering::SeqCst),
             batches_unconfirmed: self.batches_unconfirmed.load(Ordering::SeqCst),
@@ -245,7 +360,7 @@ impl Ledger {
         }
     }
 
-    /// Flushes every `interval` until `stop`, then flushes what is left.
+    /// Flushes every `interval` until `stop`, then hands over what is left.
     pub async fn flush_every(
         self: Arc<Self>,
         interval: Duration,
@@ -262,18 +377,86 @@ impl Ledger {
             }
             self.flush(&redis, &mut pending).await;
         }
-        // The last flush: the batch that failed, if any, then what is left.
-        for _ in 0..3 {
-            if self.flush(&redis, &mut pending).await
+        self.hand_over(&redis, &mut pending).await;
+    }
+
+    /// The last flush: the batch that failed, if any, then what is left,
+    /// sent again until Redis takes it, for at most `stop_timeout`. Then the
+    /// record is deleted; or, if time ran out, what was not handed over is
+    /// counted and said.
+    async fn hand_over(&self, redis: &Redis, pending: &mut Option<Batch>) {
+        let deadline = Instant::now() + self.stop_timeout;
+        loop {
+            // One send at least, even with no time left.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100));
+            let taken = tokio::time::timeout(left, self.flush(redis, pending))
+                .await
+                .unwrap_or(false);
+            if taken
                 && self.units_waiting.load(Ordering::SeqCst) == 0
                 && lock(&self.coins_waiting).is_empty()
             {
+                self.forget(redis).await;
                 return;
             }
+            if Instant::now() >= deadline {
+                break;
+            }
+            if !taken {
+                tokio::time::sleep(STOP_RETRY.min(deadline - Instant::now())).await;
+            }
         }
-        let left =
-            self.units_done.load(Ordering::SeqCst) - self.units_flushed.load(Ordering::SeqCst);
-        tracing::error!("stopping with {left} units that redis did not count");
+        // What never reached Redis, and what may have (written, not confirmed).
+        let mut lost_units = self.units_waiting.swap(0, Ordering::SeqCst);
+        let mut lost_coins = std::mem::take(&mut *lock(&self.coins_waiting)).len() as u64;
+        let mut unconfirmed = 0;
+        if let Some(batch) = pending.take() {
+            if batch.maybe_written {
+                unconfirmed = batch.units;
+            } else {
+                lost_units += batch.units;
+                lost_coins += batch.coins.len() as u64;
+            }
+        }
+        self.units_unconfirmed.store(unconfirmed, Ordering::SeqCst);
+        self.lose(lost_units, lost_coins, false);
+        let kept: u64 = lock(&self.taken).iter().map(|(_, batch)| batch.units).sum();
+        tracing::error!(
+            "redis did not take the last batch within WORKER_STOP_TIMEOUT ({:?}): stopping with {lost_units} units and {lost_coins} coins lost, {unconfirmed} units written but not confirmed by a replica; the {kept} units of the batches it took in the last minute are lost too if a failover promotes a replica without them",
+            self.stop_timeout
+        );
+    }
+
+    /// Deletes the record of the batches applied, once the last is taken: no
+    /// batch will follow.
+    async fn forget(&self, redis: &Redis) {
+        let deleted = async {
+            let mut connection = redis.connection().await?;
+            redis::cmd("DEL")
+                .arg(&self.batch_key)
+                .query_async::<u64>(&mut connection)
+                .await
+        };
+        if let Err(err) = deleted.await {
+            tracing::debug!("the record {} stays: {err}", self.batch_key);
+        }
+    }
+
+    /// Counts units and coins as lost; `counted` if Redis had counted them.
+    fn lose(&self, units: u64, coins: u64, counted: bool) {
+        if counted {
+            let _ = self
+                .units_flushed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    Some(n.saturating_sub(units))
+                });
+        }
+        self.units_lost.fetch_add(units, Ordering::SeqCst);
+        self.coins_lost.fetch_add(coins, Ordering::SeqCst);
+        metrics::counter!("worker_units_lost_total").increment(units);
+        metrics::counter!("worker_coins_lost_total").increment(coins);
     }
 
     /// Sends the pending batch, or a new one; true if Redis took it.
@@ -284,10 +467,35 @@ impl Ledger {
             metrics::counter!("worker_batches_resent_total").increment(1);
         }
         batch.sent += 1;
-        let mut result = self.apply(redis, batch, false).await;
-        if let Err(Failure::Gap(last)) = result {
-            result = match self.restore(redis, last, batch.number).await {
-                Ok(force) => self.apply(redis, batch, force).await,
+        let mut result = self.send(redis, batch, false).await;
+        let missing = match result {
+            Err(Failure::Gap(applied)) => Some(applied),
+            Err(Failure::NoRecord) if self.maybe_another_redis(redis) => Some(Applied {
+                last: 0,
+                units: 0,
+                coins: 0,
+            }),
+            Err(Failure::NoRecord) => {
+                tracing::warn!(
+                    "redis has no record of this worker's batches ({} deleted?) though nothing failed since it took the last one: they are counted, and the record starts again at batch {}",
+                    self.batch_key,
+                    batch.number
+                );
+                result = self.send(redis, batch, true).await;
+                None
+            }
+            _ => None,
+        };
+        if let Some(applied) = missing {
+            result = match self.restore(redis, applied, batch).await {
+                Ok(None) => self.send(redis, batch, false).await,
+                Ok(Some((units, coins))) => {
+                    let forced = self.send(redis, batch, true).await;
+                    if forced.is_ok() {
+                        self.lose(units, coins, true);
+                    }
+                    forced
+                }
                 Err(failure) => Err(failure),
             };
         }
@@ -301,10 +509,16 @@ impl Ledger {
                     }
                 }
                 self.units_flushed.fetch_add(batch.units, Ordering::SeqCst);
+                metrics::counter!("worker_units_counted_total").increment(batch.units);
                 self.units_unflushed.decrement(batch.units as f64);
+                self.units_unconfirmed.store(0, Ordering::SeqCst);
+                metrics::gauge!("worker_units_unconfirmed").set(0.0);
                 if self.redis_failing.swap(false, Ordering::SeqCst) {
                     tracing::info!("redis is back; the work done meanwhile is counted");
                 }
+                self.failed_since_taken.store(false, Ordering::SeqCst);
+                self.taken_generation
+                    .store(redis.generation(), Ordering::SeqCst);
                 if let Some(batch) = pending.take() {
                     self.keep_taken(batch);
                 }
@@ -312,6 +526,7 @@ impl Ledger {
             }
             Err(failure) => {
                 redis.failed();
+                self.failed_since_taken.store(true, Ordering::SeqCst);
                 let err = match failure {
                     Failure::Refused(err) => {
                         self.batches_refused.fetch_add(1, Ordering::SeqCst);
@@ -321,10 +536,15 @@ impl Ledger {
                     Failure::Unconfirmed(err) => {
                         self.batches_unconfirmed.fetch_add(1, Ordering::SeqCst);
                         metrics::counter!("worker_batches_unconfirmed_total").increment(1);
+                        self.units_unconfirmed.store(batch.units, Ordering::SeqCst);
+                        metrics::gauge!("worker_units_unconfirmed").set(batch.units as f64);
                         err
                     }
-                    Failure::Failed(err) => err,
-                    Failure::Gap(last) => format!("redis still lacks the batches after {last}"),
+                    Failure::Failed(err, _) => err,
+                    Failure::Gap(applied) => {
+                        format!("redis still lacks the batches after {}", applied.last)
+                    }
+                    Failure::NoRecord => "redis still has no record of the batches".to_owned(),
                 };
                 if !self.redis_failing.swap(true, Ordering::SeqCst) {
                     tracing::warn!(
@@ -337,6 +557,14 @@ impl Ledger {
                 false
             }
         }
+    }
+
+    /// Whether the Redis answering may lack what the one that took the last
+    /// batch had: a call failed since, or a new connection was opened (to
+    /// another primary, after a failover).
+    fn maybe_another_redis(&self, redis: &Redis) -> bool {
+        self.failed_since_taken.load(Ordering::SeqCst)
+            || redis.generation() != self.taken_generation.load(Ordering::SeqCst)
     }
 
     /// Keeps a batch Redis took for `KEEP_TAKEN`, and forgets older ones.
@@ -352,42 +580,61 @@ impl Ledger {
         taken.push_back((now, batch));
     }
 
-    /// Redis has applied batches up to `last` only, and batch `next` waits:
-    /// sends again, in order, the batches after `last` that it took before.
-    /// True if the batch `next` must be applied after a gap all the same
-    /// (the missing batches are no longer kept: their work is lost).
-    async fn restore(&self, redis: &Redis, last: u64, next: u64) -> Result<bool, Failure> {
+    /// Redis has applied batches up to `applied.last` only, and batch `next`
+    /// waits: sends again, in order, the batches after it that Redis took
+    /// before. Returns the units and coins lost, if batches just after
+    /// `applied.last` are no longer kept: then `next` must be applied after a
+    /// gap all the same (and the loss counted once it is).
+    async fn restore(
+        &self,
+        redis: &Redis,
+        applied: Applied,
+        next: &Batch,
+    ) -> Result<Option<(u64, u64)>, Failure> {
+        let last = applied.last;
         let missing: Vec<Batch> = lock(&self.taken)
             .iter()
             .map(|(_, batch)| batch)
-            .filter(|batch| batch.number > last && batch.number < next)
+            .filter(|batch| batch.number > last && batch.number < next.number)
             .cloned()
             .collect();
-        let kept_from = missing.first().map_or(next, |batch| batch.number);
+        let first = missing.first().unwrap_or(next);
+        let kept_from = first.number;
+        let (units_before, coins_before) = first.before();
+        let lost = (
+            units_before.saturating_sub(applied.units),
+            coins_before.saturating_sub(applied.coins),
+        );
         let units: u64 = missing.iter().map(|batch| batch.units).sum();
         if kept_from == last + 1 {
             tracing::warn!(
                 "redis lacks batches {}..{} ({units} units) that it had taken (a failover to a replica without them); sending them again",
                 last + 1,
-                next - 1
+                next.number - 1
             );
         } else {
             tracing::error!(
-                "redis lacks batches {}..{} that it had taken; {}..{} are no longer kept and their units are lost; sending the {} others again",
+                "redis lacks batches {}..{} that it had taken; {}..{} are no longer kept: {} units and {} coins lost (worker_units_lost_total); sending the {} others again",
                 last + 1,
-                next - 1,
+                next.number - 1,
                 last + 1,
                 kept_from - 1,
+                lost.0,
+                lost.1,
                 missing.len()
             );
         }
         for (i, batch) in missing.iter().enumerate() {
-            self.apply(redis, batch, i == 0 && kept_from != last + 1)
-                .await?;
+            let force = i == 0 && kept_from != last + 1;
+            self.apply(redis, batch, force).await?;
+            if force {
+                self.lose(lost.0, lost.1, true);
+            }
             self.batches_restored.fetch_add(1, Ordering::SeqCst);
             metrics::counter!("worker_batches_restored_total").increment(1);
+            metrics::counter!("worker_units_restored_total").increment(batch.units);
         }
-        Ok(missing.is_empty())
+        Ok((missing.is_empty() && kept_from != last + 1).then_some(lost))
     }
 
     fn next_batch(&self) -> Batch {
@@ -399,83 +646,101 @@ impl Ledger {
         } else {
             tracing::debug!("0 units of work done, updating hash counter");
         }
+        let mut numbering = lock(&self.numbering);
+        numbering.number += 1;
+        numbering.units += units;
+        numbering.coins += coins.len() as u64;
         Batch {
-            number: self.batches.fetch_add(1, Ordering::SeqCst) + 1,
+            number: numbering.number,
             sent: 0,
             units,
             coins,
+            total_units: numbering.units,
+            total_coins: numbering.coins,
+            maybe_written: false,
         }
+    }
+
+    /// Sends one batch (with Sentinel, then `WAIT 1` on the same connection,
+    /// so that it counts the replicas that have this very batch), and notes
+    /// on the batch whether it may have been written.
+    async fn send(
+        &self,
+        redis: &Redis,
+        batch: &mut Batch,
+        force: bool,
+    ) -> Result<Vec<i64>, Failure> {
+        let before = batch.maybe_written;
+        batch.maybe_written = true;
+        let result = self.apply(redis, batch, force).await;
+        if let Err(failure) = &result
+            && !failure.may_have_written()
+        {
+            batch.maybe_written = before;
+        }
+        result
     }
 
     async fn apply(&self, redis: &Redis, batch: &Batch, force: bool) -> Result<Vec<i64>, Failure> {
         let start = Instant::now();
-        let report = self.report();
-        let result = if redis.uses_sentinel() {
-            self.apply_replicated(redis, batch, report, force).await
-        } else {
-            async {
-                let mut connection = redis.connection().await?;
-                let mut invocation = SCRIPT.prepare_invoke();
-                invocation
-                    .key("hashes")
-                    .key("wallet")
-                    .key(&self.batch_key)
-                    .key(&self.report_key)
-                    .arg(batch.number)
-                    .arg(batch.units)
-                    .arg(report)
-                    .arg(u8::from(force));
-                for coin in &batch.coins {
-                    invocation
-                        .arg(&coin.hex_hash)
-                        .arg(coin.random_bytes.as_ref());
-                }
-                invocation.invoke_async::<Vec<i64>>(&mut connection).await
-            }
-            .await
-            .map_err(Failure::from)
-        };
-        metrics::histogram!("worker_call_duration_seconds", "dependency" => "redis")
-            .record(start.elapsed().as_secs_f64());
-        result.map_err(|failure| failure.at(redis.url()))
-    }
-
-    /// The batch and `WAIT 1` in one pipeline, so both go on one connection
-    /// and `WAIT` counts the replicas that have this very batch.
-    async fn apply_replicated(
-        &self,
-        redis: &Redis,
-        batch: &Batch,
-        report: String,
-        force: bool,
-    ) -> Result<Vec<i64>, Failure> {
-        let mut connection = redis.connection().await?;
-        let mut pipe = redis::pipe();
-        let eval = pipe
-            .cmd("EVAL")
-            .arg(APPLY_BATCH)
-            .arg(4)
-            .arg("hashes")
-            .arg("wallet")
-            .arg(&self.batch_key)
-            .arg(&self.report_key)
+        let mut invocation = SCRIPT.prepare_invoke();
+        invocation
+            .key("hashes")
+            .key("wallet")
+            .key(&self.batch_key)
+            .key(&self.report_key)
             .arg(batch.number)
             .arg(batch.units)
-            .arg(report)
+            .arg(batch.total_units)
+            .arg(batch.total_coins)
+            .arg(self.report())
             .arg(u8::from(force));
         for coin in &batch.coins {
-            eval.arg(&coin.hex_hash).arg(coin.random_bytes.as_ref());
+            invocation
+                .arg(&coin.hex_hash)
+                .arg(coin.random_bytes.as_ref());
         }
-        let timeout_ms = u64::try_from(self.wait_timeout.as_millis()).unwrap_or(u64::MAX);
-        pipe.cmd("WAIT").arg(1).arg(timeout_ms.max(1));
-        let (created, replicas): (Vec<i64>, i64) = pipe.query_async(&mut connection).await?;
-        if replicas < 1 {
-            return Err(Failure::Unconfirmed(format!(
-                "no replica confirmed batch {} within {:?} (WAIT); keeping it to send again",
-                batch.number, self.wait_timeout
-            )));
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&invocation);
+        let replicated = redis.uses_sentinel();
+        if replicated {
+            let timeout_ms = u64::try_from(self.wait_timeout.as_millis()).unwrap_or(u64::MAX);
+            pipe.cmd("WAIT").arg(1).arg(timeout_ms.max(1));
         }
-        Ok(created)
+        let result = async {
+            let mut connection = redis.connection().await.map_err(Failure::not_sent)?;
+            let mut answer = pipe.query_async::<Vec<redis::Value>>(&mut connection).await;
+            if answer.as_ref().is_err_and(is_no_script) {
+                // A Redis that has not seen the script yet (restarted, or
+                // promoted): load it, and send again.
+                invocation.load_async(&mut connection).await?;
+                answer = pipe.query_async(&mut connection).await;
+            }
+            let answer = answer?;
+            let created: Vec<i64> = match answer.first() {
+                Some(value) => redis::from_redis_value_ref(value).map_err(Failure::unexpected)?,
+                None => Vec::new(),
+            };
+            if replicated {
+                let replicas: i64 = match answer.get(1) {
+                    Some(value) => {
+                        redis::from_redis_value_ref(value).map_err(Failure::unexpected)?
+                    }
+                    None => 0,
+                };
+                if replicas < 1 {
+                    return Err(Failure::Unconfirmed(format!(
+                        "no replica confirmed batch {} within {:?} (WAIT); keeping it to send again",
+                        batch.number, self.wait_timeout
+                    )));
+                }
+            }
+            Ok(created)
+        }
+        .await;
+        metrics::histogram!("worker_call_duration_seconds", "dependency" => "redis")
+            .record(start.elapsed().as_secs_f64());
+        result.map_err(|failure: Failure| failure.at(redis.url()))
     }
 
     fn report(&self) -> String {
@@ -503,40 +768,81 @@ enum Failure {
     Refused(String),
     /// Written, but no replica confirmed it in time.
     Unconfirmed(String),
-    /// Batches it took before are missing (`GAP`): it has applied this
-    /// worker's batches up to this number only.
-    Gap(u64),
-    /// No answer, or another error.
-    Failed(String),
+    /// Batches it took before are missing (`GAP`).
+    Gap(Applied),
+    /// No record of this worker's batches, for a batch after the first.
+    NoRecord,
+    /// No answer, or another error; true if the batch may have been written
+    /// (sent, and no answer came back).
+    Failed(String, bool),
 }
 
-impl From<redis::RedisError> for Failure {
-    fn from(err: redis::RedisError) -> Self {
-        // The server's error, also from inside a pipeline (whose error only
-        // lists the errors of its commands): the first one says why.
-        let server = err.clone().into_server_errors().and_then(|errors| {
-            errors.first().map(|(_, error)| {
-                let last = error.details().and_then(|last| last.parse::<u64>().ok());
-                (error.code().to_owned(), last)
-            })
-        });
-        match server.as_ref().map(|(code, last)| (code.as_str(), *last)) {
-            Some(("GAP", Some(last))) => Failure::Gap(last),
-            Some(("NOREPLICAS" | "READONLY" | "OOM", _)) => {
-                Failure::Refused(format!("refused: {err}"))
+fn is_no_script(err: &RedisError) -> bool {
+    server_error(err).is_some_and(|(code, _)| code == "NOSCRIPT")
+}
+
+/// The server's error, also from inside a pipeline (whose error only lists
+/// the errors of its commands): the first one says why.
+fn server_error(err: &RedisError) -> Option<(String, Option<String>)> {
+    err.clone().into_server_errors().and_then(|errors| {
+        errors
+            .first()
+            .map(|(_, error)| (error.code().to_owned(), error.details().map(str::to_owned)))
+    })
+}
+
+impl From<RedisError> for Failure {
+    fn from(err: RedisError) -> Self {
+        match server_error(&err) {
+            Some((code, details)) => match code.as_str() {
+                "GAP" => {
+                    let numbers: Vec<u64> = details
+                        .as_deref()
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .filter_map(|n| n.parse().ok())
+                        .collect();
+                    match numbers[..] {
+                        [last, units, coins] => Failure::Gap(Applied { last, units, coins }),
+                        _ => Failure::Failed(format!("unexpected answer: {err}"), false),
+                    }
+                }
+                "NORECORD" => Failure::NoRecord,
+                "NOREPLICAS" | "READONLY" | "OOM" => Failure::Refused(format!("refused: {err}")),
+                _ => Failure::Failed(err.to_string(), false),
+            },
+            // Sent, but the answer did not come back: it may have been applied.
+            None => {
+                let unanswered = !err.is_connection_refusal();
+                Failure::Failed(err.to_string(), unanswered)
             }
-            _ => Failure::Failed(err.to_string()),
         }
     }
 }
 
 impl Failure {
+    /// A failure before anything was sent (no connection).
+    fn not_sent(err: RedisError) -> Self {
+        Failure::Failed(err.to_string(), false)
+    }
+
+    /// An answer of another shape than the script's: it ran, whatever it did.
+    fn unexpected(err: impl std::fmt::Display) -> Self {
+        Failure::Failed(format!("unexpected answer: {err}"), true)
+    }
+
+    fn may_have_written(&self) -> bool {
+        matches!(self, Failure::Unconfirmed(_) | Failure::Failed(_, true))
+    }
+
     fn at(self, url: &str) -> Self {
         match self {
             Failure::Refused(err) => Failure::Refused(format!("redis at {url}: {err}")),
             Failure::Unconfirmed(err) => Failure::Unconfirmed(format!("redis at {url}: {err}")),
-            Failure::Failed(err) => Failure::Failed(format!("redis at {url}: {err}")),
-            gap @ Failure::Gap(_) => gap,
+            Failure::Failed(err, written) => {
+                Failure::Failed(format!("redis at {url}: {err}"), written)
+            }
+            other => other,
         }
     }
 }

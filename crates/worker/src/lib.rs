@@ -60,6 +60,12 @@ pub struct Config {
     #[arg(long = "redis-wait-timeout", env = "REDIS_WAIT_TIMEOUT", default_value = "1s", value_parser = dockercoins::config::duration)]
     pub redis_wait_timeout: Duration,
 
+    /// At a stop, the longest wait for Redis to take (and, with Sentinel, a
+    /// replica to confirm) the last batch: a failover takes a few seconds.
+    /// Keep it under the grace period before SIGKILL (10 s for Docker).
+    #[arg(long = "stop-timeout", env = "WORKER_STOP_TIMEOUT", default_value = "8s", value_parser = dockercoins::config::duration)]
+    pub stop_timeout: Duration,
+
     /// Pause before each unit of work (the classic 0.1 s).
     #[arg(long = "sleep", env = "WORKER_SLEEP", default_value = "100ms", value_parser = dockercoins::config::duration)]
     pub sleep: Duration,
@@ -100,7 +106,9 @@ pub struct Config {
 }
 
 pub async fn run(config: Config, service: Service) -> Result<(), String> {
-    let redis = Redis::from_options(&config.redis_url, &config.sentinel)?;
+    // A batch's reply comes after `WAIT`: it may take the wait on top.
+    let redis = Redis::from_options(&config.redis_url, &config.sentinel)?
+        .with_slower_replies(config.redis_wait_timeout);
     let redis_uses_sentinel = redis.uses_sentinel();
     service.ignore_sigterm.set(config.ignore_sigterm);
     if config.ignore_sigterm {
@@ -123,9 +131,11 @@ pub async fn run(config: Config, service: Service) -> Result<(), String> {
     let (served, mined) = tokio::join!(ops, mine(config, instance, redis, shutdown));
     let summary = mined?;
     tracing::info!(
-        "{} units of work done in all, {} counted in redis",
+        "{} units of work done in all, {} counted in redis, {} not confirmed by a replica, {} lost",
         summary.units,
-        summary.flushed
+        summary.flushed,
+        summary.unconfirmed,
+        summary.lost
     );
     let repaired = summary.batches_resent + summary.batches_refused + summary.batches_restored;
     if redis_uses_sentinel || repaired > 0 {
@@ -159,6 +169,7 @@ pub async fn mine(
             &instance,
             config.max_pending_coins,
             config.redis_wait_timeout,
+            config.stop_timeout,
         )),
         config,
     });

@@ -190,6 +190,7 @@ fn config(rng: &Server, hasher: &Server, redis: &RedisServer) -> worker::Config 
         max_pending_coins: 10_000,
         ignore_sigterm: false,
         redis_wait_timeout: Duration::from_secs(1),
+        stop_timeout: Duration::from_secs(8),
     }
 }
 
@@ -589,4 +590,133 @@ async fn everything_at_once_with_three_workers() {
     }
     watch.assert_never_went_back().await;
     assert_invariant(&redis, &summaries).await;
+}
+
+/// The worker's record of its last batch (`dockercoins:batch:*`), as Redis
+/// holds it: its key and its time to live (`-1`: none).
+async fn batch_records(redis: &RedisServer) -> Vec<(String, i64)> {
+    let mut connection = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("dockercoins:batch:*")
+        .query_async(&mut connection)
+        .await
+        .expect("KEYS");
+    let mut records = Vec::new();
+    for key in keys {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .expect("TTL");
+        records.push((key, ttl));
+    }
+    records
+}
+
+/// The record of a worker's last batch deleted while it runs, as an expiry
+/// would have done (a worker idle for a day, a Redis left full over a
+/// weekend): nothing failed since Redis took the last batch, so the batches
+/// Redis took are counted, not sent again. The record has no expiry, and a
+/// stop deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_batch_record_counts_nothing_twice() {
+    let redis = RedisServer::start().await;
+    let rng = Server::start(Kind::Rng, Duration::ZERO).await;
+    let hasher = Server::start(Kind::Hasher, Duration::ZERO).await;
+    let worker = Worker::start(config(&rng, &hasher, &redis), "worker-record");
+    wait_hashes_above(&redis, 100, Duration::from_secs(10)).await;
+    let records = batch_records(&redis).await;
+    assert_eq!(
+        records.len(),
+        1,
+        "one record per worker process: {records:?}"
+    );
+    assert_eq!(records[0].1, -1, "the record expires: {records:?}");
+    let mut connection = redis.client().await;
+    for _ in 0..2 {
+        let deleted: u64 = redis::cmd("DEL")
+            .arg(&records[0].0)
+            .query_async(&mut connection)
+            .await
+            .expect("DEL");
+        assert_eq!(deleted, 1, "the record was there");
+        let now = hashes(&redis).await.expect("hashes");
+        wait_hashes_above(&redis, now + 100, Duration::from_secs(10)).await;
+    }
+    let summary = worker.stop().await;
+    assert_eq!(summary.lost, 0, "{summary:?}");
+    assert_invariant(&redis, &[summary]).await;
+    assert_eq!(
+        batch_records(&redis).await,
+        Vec::new(),
+        "the record outlived a clean stop"
+    );
+}
+
+/// A Redis that comes back empty (no persistence): no record, and the
+/// connection failed since the last batch, so the Redis answering may lack
+/// every batch: the worker sends again all it keeps (the last minute: here,
+/// everything), and every unit is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_back_empty_gets_every_kept_batch_again() {
+    let mut redis = RedisServer::start_with(
+        dockercoins::test_support::free_port(),
+        vec!["--appendonly".to_owned(), "no".to_owned()],
+    )
+    .await;
+    let rng = Server::start(Kind::Rng, Duration::ZERO).await;
+    let hasher = Server::start(Kind::Hasher, Duration::ZERO).await;
+    let worker = Worker::start(config(&rng, &hasher, &redis), "worker-empty");
+    wait_hashes_above(&redis, 200, Duration::from_secs(10)).await;
+    redis.kill().await;
+    redis.restart().await;
+    assert_eq!(hashes(&redis).await, Some(0), "redis came back empty");
+    wait_hashes_above(&redis, 400, Duration::from_secs(10)).await;
+    let summary = worker.stop().await;
+    assert!(
+        summary.batches_restored > 0,
+        "nothing restored: {summary:?}"
+    );
+    assert_invariant(&redis, &[summary]).await;
+}
+
+/// A stop while Redis is down for good: the worker tries for
+/// WORKER_STOP_TIMEOUT, then stops and counts what it could not hand over.
+/// Units done = counted + unconfirmed + lost, and Redis, once back, holds the
+/// counted units (and the unconfirmed ones, if they were applied), never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_redis_gone_says_what_is_lost() {
+    let mut redis = RedisServer::start().await;
+    let rng = Server::start(Kind::Rng, Duration::ZERO).await;
+    let hasher = Server::start(Kind::Hasher, Duration::ZERO).await;
+    let mut config = config(&rng, &hasher, &redis);
+    config.stop_timeout = Duration::from_secs(1);
+    let worker = Worker::start(config, "worker-gone");
+    wait_hashes_above(&redis, 100, Duration::from_secs(10)).await;
+    redis.kill().await;
+    run_for(Duration::from_millis(600)).await;
+    let asked = Instant::now();
+    worker.stop.cancel();
+    let summary = worker
+        .handle
+        .await
+        .expect("worker task")
+        .expect("worker result");
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "the stop took {took:?}, WORKER_STOP_TIMEOUT is 1 s"
+    );
+    assert!(summary.lost > 0, "nothing said lost: {summary:?}");
+    assert_eq!(
+        summary.units,
+        summary.flushed + summary.unconfirmed + summary.lost,
+        "{summary:?}"
+    );
+    redis.restart().await;
+    let counted = hashes(&redis).await.expect("hashes");
+    assert!(
+        counted >= summary.flushed && counted <= summary.flushed + summary.unconfirmed,
+        "hashes {counted} vs {summary:?}"
+    );
 }

@@ -342,24 +342,27 @@ async fn a_sentinel_with_an_old_view_is_outvoted() {
 /// rng and hasher in this process, and the worker binary finding Redis
 /// through the Sentinels at `sentinels`.
 async fn start_worker(sentinels: &str) -> (Running, Running, Process) {
+    start_worker_with(sentinels, &[]).await
+}
+
+/// As [`start_worker`], with more environment variables.
+async fn start_worker_with(sentinels: &str, extra: &[(&str, &str)]) -> (Running, Running, Process) {
     let rng = spawn("rng", &["--delay", "0"], rng::run).await;
     let hasher = spawn("hasher", &["--delay", "0"], hasher::run).await;
     let (rng_url, hasher_url) = (rng.url(""), hasher.url(""));
-    let mut worker = Process::start(
-        WORKER,
-        PORTS,
-        &[
-            ("RNG_URL", &rng_url),
-            ("HASHER_URL", &hasher_url),
-            // Nothing listens there: only the Sentinels lead to Redis.
-            ("REDIS_URL", "redis://127.0.0.1:1"),
-            ("REDIS_SENTINELS", sentinels),
-            ("REDIS_SENTINEL_PRIMARY", RedisHa::PRIMARY),
-            ("WORKER_SLEEP", "5ms"),
-            ("WORKER_CONCURRENCY", "2"),
-            ("WORKER_FLUSH_INTERVAL", "200ms"),
-        ],
-    );
+    let mut env = vec![
+        ("RNG_URL", rng_url.as_str()),
+        ("HASHER_URL", hasher_url.as_str()),
+        // Nothing listens there: only the Sentinels lead to Redis.
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("REDIS_SENTINELS", sentinels),
+        ("REDIS_SENTINEL_PRIMARY", RedisHa::PRIMARY),
+        ("WORKER_SLEEP", "5ms"),
+        ("WORKER_CONCURRENCY", "2"),
+        ("WORKER_FLUSH_INTERVAL", "200ms"),
+    ];
+    env.extend_from_slice(extra);
+    let mut worker = Process::start(WORKER, PORTS, &env);
     worker.wait_for("/readyz").await;
     (rng, hasher, worker)
 }
@@ -465,4 +468,170 @@ async fn batches_a_primary_refuses_are_kept_and_counted_once_later() {
     );
     assert_eq!(hashes, Some(summary.units), "{summary:?}");
     assert_eq!(summary.flushed, summary.units, "{summary:?}");
+}
+
+/// The worker's exit line: `N units of work done in all, C counted in redis,
+/// U not confirmed by a replica, L lost`, as (N, C, U, L).
+fn exit_line(lines: &[String]) -> (u64, u64, u64, u64) {
+    lines
+        .iter()
+        .find_map(|line| {
+            let (before, after) = line.split_once(" units of work done in all, ")?;
+            let units = before.split_whitespace().last()?.parse().ok()?;
+            let numbers: Vec<u64> = after
+                .split(", ")
+                .filter_map(|part| part.split_whitespace().next()?.parse().ok())
+                .collect();
+            match numbers[..] {
+                [counted, unconfirmed, lost] => Some((units, counted, unconfirmed, lost)),
+                _ => None,
+            }
+        })
+        .expect("the worker's exit line")
+}
+
+/// A worker stopped (SIGTERM: a drain, a rollout) just as the primary dies,
+/// and the Sentinels promote the replica that lacks its last batches: it does
+/// not leave with them. Its stop waits for the new primary
+/// (WORKER_STOP_TIMEOUT, 25 s under compose.ha.yaml), meets the gap there, sends the missing batches
+/// again, and only then exits: every unit is counted, none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_during_a_failover_hands_its_batches_to_the_new_primary() {
+    let mut ha = RedisHa::start().await;
+    // As compose.ha.yaml sets it: the failover, and the new primary's wait
+    // for a replica (min-replicas-to-write), take up to some 10 s.
+    let (_rng, _hasher, mut worker) =
+        start_worker_with(&ha.sentinels(), &[("WORKER_STOP_TIMEOUT", "25s")]).await;
+    let old = ha.primary_port().await.expect("a primary");
+    let replicas: Vec<u16> = ha
+        .servers
+        .iter()
+        .map(|s| s.port)
+        .filter(|p| *p != old)
+        .collect();
+    let (a, b) = (replicas[0], replicas[1]);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("replica-priority")
+        .arg("0")
+        .query_async(&mut connect(a).await)
+        .await
+        .expect("CONFIG SET replica-priority");
+    wait_for("hashes counted", Duration::from_secs(10), || async {
+        counted(old).await.0 > 100
+    })
+    .await;
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(1)
+        .query_async(&mut connect(b).await)
+        .await
+        .expect("REPLICAOF on B");
+    let (frozen, _) = counted(b).await;
+    wait_for(
+        "batches confirmed by replica A alone",
+        Duration::from_secs(5),
+        || async { counted(old).await.0 > frozen + 200 },
+    )
+    .await;
+    ha.server(old).kill().await;
+    let (status, took) = worker.signal_and_wait("TERM").await;
+    assert!(status.success(), "worker exited with {status}");
+    eprintln!("the worker stopped {took:?} after SIGTERM, in the middle of the failover");
+    wait_for("replica B promoted", Duration::from_secs(30), || async {
+        ha.primary_port().await == Some(b)
+    })
+    .await;
+    let lines = worker.lines();
+    let (units, counted_units, unconfirmed, lost) = exit_line(&lines);
+    let (hashes, _) = counted(b).await;
+    assert_eq!(hashes, units, "hashes on the new primary == units done");
+    assert_eq!(
+        (counted_units, unconfirmed, lost),
+        (units, 0, 0),
+        "every unit counted, none lost"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("redis lacks batches")),
+        "the stop did not meet the gap on the new primary"
+    );
+}
+
+/// `REDIS_WAIT_TIMEOUT` longer than a reply's usual 2 s: a batch that no
+/// replica confirms gets `WAIT`'s own answer (0 replicas) after 3 s, counted
+/// as unconfirmed and sent again, not a reply timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_timeout_of_3s_gets_waits_answer() {
+    let ha = RedisHa::start().await;
+    let (_rng, _hasher, mut worker) =
+        start_worker_with(&ha.sentinels(), &[("REDIS_WAIT_TIMEOUT", "3s")]).await;
+    let primary = ha.primary_port().await.expect("a primary");
+    wait_for_counting("hashes counted", Duration::from_secs(10), primary).await;
+    let replicas: Vec<&RedisServer> = ha.servers.iter().filter(|s| s.port != primary).collect();
+    for replica in &replicas {
+        replica.signal("STOP");
+    }
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    for replica in &replicas {
+        replica.signal("CONT");
+    }
+    let lines = check_counts(&mut worker, primary).await;
+    assert!(
+        !lines.iter().any(|line| line.contains("timed out")),
+        "a reply timed out: {:?}",
+        lines
+            .iter()
+            .filter(|l| l.contains("timed out"))
+            .collect::<Vec<_>>()
+    );
+    let batches = lines
+        .iter()
+        .find(|line| line.contains("batches: "))
+        .expect("the batches' summary line");
+    assert!(
+        !batches.contains(" 0 not confirmed by a replica"),
+        "no batch waited for WAIT's answer: {batches}"
+    );
+}
+
+/// `total_connections_received` of the server (Redis or Sentinel) at `port`.
+async fn connections_received(port: u16) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut connect(port).await)
+        .await
+        .expect("INFO stats");
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("total_connections_received:"))
+        .and_then(|n| n.parse().ok())
+        .expect("total_connections_received")
+}
+
+/// The worker asks the Sentinels every second, and the primary its `ROLE`,
+/// on connections it keeps: over 3 s of mining, no Sentinel and not the
+/// primary sees more than the reads of this test itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_are_asked_on_kept_connections() {
+    let ha = RedisHa::start().await;
+    let (_rng, _hasher, mut worker) = start_worker(&ha.sentinels()).await;
+    let primary = ha.primary_port().await.expect("a primary");
+    wait_for_counting("hashes counted", Duration::from_secs(10), primary).await;
+    let mut ports = ha.sentinel_ports.clone();
+    ports.push(primary);
+    let mut before = Vec::new();
+    for port in &ports {
+        before.push(connections_received(*port).await);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (port, before) in ports.iter().zip(before) {
+        // One connection: this test's own read.
+        let opened = connections_received(*port).await - before;
+        assert!(
+            opened <= 1,
+            "{opened} connections opened to 127.0.0.1:{port} in 3 s"
+        );
+    }
+    check_counts(&mut worker, primary).await;
 }
