@@ -229,34 +229,36 @@ collect_logs() {
   done
 }
 followers_done() { ! pgrep -f "docker exec $WORKER_NODE docker logs -f" >/dev/null; }
-# "processes done counted resent refused unconfirmed restored coins missing" over every worker process so far.
+# "processes done counted resent refused unconfirmed restored coins missing lost" over every worker process so far
+# (lost: the units their exit lines say were not confirmed by a replica or lost).
 workers_accounting() {
   local f
   for f in "$WORK"/worker-*.log; do
-    grep -o '[0-9]* units of work done in all, [0-9]* counted in redis' "$f" | tail -n 1 | sed 's/^/summary /' || echo "summary none"
+    grep -o '[0-9]* units of work done in all, [0-9]* counted in redis, [0-9]* not confirmed by a replica, [0-9]* lost' "$f" |
+      tail -n 1 | sed 's/^/summary /' || echo "summary none"
     grep -o 'batches: [0-9]* sent again, [0-9]* refused by redis, [0-9]* not confirmed by a replica, [0-9]* restored' "$f" | tail -n 1 || true
     echo "coins $(grep -c 'Coin found: ' "$f" || true)"
   done >"$WORK/workers.txt"
   awk '$1 == "summary" && $2 == "none" { missing++ }
-       $1 == "summary" && $2 != "none" { n++; done += $2; counted += $9 }
+       $1 == "summary" && $2 != "none" { n++; done += $2; counted += $9; lost += $13 + $(NF - 1) }
        $1 == "batches:" { resent += $2; refused += $5; unconfirmed += $9; restored += $15 }
        $1 == "coins" { coins += $2 }
-       END { printf "%d %d %d %d %d %d %d %d %d\n", n, done, counted, resent, refused, unconfirmed, restored, coins, missing }' "$WORK/workers.txt"
+       END { printf "%d %d %d %d %d %d %d %d %d %d\n", n, done, counted, resent, refused, unconfirmed, restored, coins, missing, lost }' "$WORK/workers.txt"
 }
 # Stops the workers, checks every unit and coin so far, starts them again.
 account() { # fault
-  local f="$1" n units counted resent refused unconfirmed restored coins missing hashes wallet
+  local f="$1" n units counted resent refused unconfirmed restored coins missing lost hashes wallet
   log "$f: scaling the workers to 0 for the accounting"
   scale_workers 0 || fail "$f: the workers stopped within $WAIT_SECONDS s"
   wait_for 30 followers_done >/dev/null || fail "$f: the workers' logs read to their end"
   sleep 1.5
   hashes="$(last h)"
   wallet="$(last w)"
-  read -r n units counted resent refused unconfirmed restored coins missing <<<"$(workers_accounting)"
+  read -r n units counted resent refused unconfirmed restored coins missing lost <<<"$(workers_accounting)"
   ROW[$f.account]="$n worker processes so far: $units units done, $counted counted by them, hashes = $hashes; coins found $coins, wallet $wallet"
   ROW[$f.batches]="sent again $resent, refused $refused, not confirmed $unconfirmed, restored $restored (all processes so far)"
   check "$f: every worker process logged its summary ($missing without)" test "$missing" -eq 0
-  check "$f: units done == counted by redis, exactly ($units, $counted)" test "$units" -eq "$counted"
+  check "$f: units done == counted by redis, exactly ($units, $counted), none unconfirmed or lost ($lost)" test "$units" -eq "$counted" -a "$lost" -eq 0
   check "$f: units the workers counted == hashes, exactly ($counted, $hashes)" test "$counted" = "$hashes"
   check "$f: coins found == wallet entries ($coins, $wallet)" test "$coins" = "$wallet"
   scale_workers "$WORKERS" || fail "$f: $WORKERS workers running again within $WAIT_SECONDS s"

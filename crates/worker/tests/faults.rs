@@ -704,7 +704,7 @@ async fn a_stop_with_redis_gone_says_what_is_lost() {
         .expect("worker result");
     let took = asked.elapsed();
     assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
         "the stop took {took:?}, WORKER_STOP_TIMEOUT is 1 s"
     );
     assert!(summary.lost > 0, "nothing said lost: {summary:?}");
