@@ -855,3 +855,84 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         Err(poisoned) => poisoned.into_inner(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dockercoins::test_support::RedisServer;
+
+    use super::APPLY_BATCH;
+
+    /// The batch script on its own: `EVAL` of batch `number` with 5 units
+    /// (totals `total`), against the record `record:w`.
+    async fn apply(
+        connection: &mut redis::aio::MultiplexedConnection,
+        number: u64,
+        total: u64,
+        force: bool,
+    ) -> redis::RedisResult<Vec<i64>> {
+        redis::cmd("EVAL")
+            .arg(APPLY_BATCH)
+            .arg(4)
+            .arg(&["hashes", "wallet", "record:w", "report:w"])
+            .arg(number)
+            .arg(5)
+            .arg(total)
+            .arg(0)
+            .arg("{}")
+            .arg(u8::from(force))
+            .query_async(connection)
+            .await
+    }
+
+    async fn exists(connection: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query_async::<u64>(connection)
+            .await
+            .expect("EXISTS")
+            == 1
+    }
+
+    /// In order, once, the totals kept with the number; a refused batch
+    /// (`GAP`, `NORECORD`) writes nothing, not even the report.
+    #[tokio::test]
+    async fn the_script_applies_in_order_and_refused_batches_write_nothing() {
+        let redis = RedisServer::start().await;
+        let mut connection = redis.client().await;
+        let no_record = apply(&mut connection, 2, 10, false).await.unwrap_err();
+        assert_eq!(no_record.code(), Some("NORECORD"), "{no_record}");
+        assert!(!exists(&mut connection, "report:w").await);
+        assert_eq!(apply(&mut connection, 1, 5, false).await.ok(), Some(vec![]));
+        let gap = apply(&mut connection, 3, 15, false).await.unwrap_err();
+        assert_eq!((gap.code(), gap.detail()), (Some("GAP"), Some("1 5 0")));
+        redis::cmd("DEL")
+            .arg("report:w")
+            .query_async::<u64>(&mut connection)
+            .await
+            .expect("DEL");
+        let gap = apply(&mut connection, 3, 15, false).await.unwrap_err();
+        assert_eq!(gap.code(), Some("GAP"));
+        assert!(
+            !exists(&mut connection, "report:w").await,
+            "a refused batch wrote the report"
+        );
+        assert_eq!(
+            apply(&mut connection, 2, 10, false).await.ok(),
+            Some(vec![])
+        );
+        // A duplicate refreshes the report and counts nothing.
+        assert_eq!(
+            apply(&mut connection, 2, 10, false).await.ok(),
+            Some(vec![])
+        );
+        assert!(exists(&mut connection, "report:w").await);
+        assert_eq!(apply(&mut connection, 5, 25, true).await.ok(), Some(vec![]));
+        let (hashes, record): (u64, String) = redis::pipe()
+            .get("hashes")
+            .get("record:w")
+            .query_async(&mut connection)
+            .await
+            .expect("GET");
+        assert_eq!((hashes, record.as_str()), (15, "5 25 0"));
+    }
+}
