@@ -11,9 +11,12 @@
 #     primary's role from the Sentinels (it would hand its empty data to every
 #     replica): it waits and exits, the restart policy starts it again, until
 #     the Sentinels have promoted a replica with the data. If no Sentinel
-#     answers: a Redis with data waits for them (REDIS_HA_WAIT seconds; a
-#     whole set started again); with none, the first start, `redis` is the
-#     primary and the others its replicas.
+#     answers, a Redis with data does not guess (a guess could make a stale
+#     copy the primary, or copy one over newer data): it waits for them
+#     (REDIS_HA_WAIT seconds: a whole set started again, a node whose network
+#     is not back yet) and exits, to be started again, until one answers. A
+#     Redis without data, with no Sentinel answering, is a first start: `redis`
+#     is the primary and the others its replicas.
 #
 #   sh start.sh sentinel NAME
 #     A Sentinel announced as NAME, its configuration in /data (its volume):
@@ -70,7 +73,10 @@ start_redis() {
             waited=$((waited + 1))
             primary=$(ask_sentinels || true)
         done
-        [ -n "$primary" ] || say "no Sentinel answered within ${REDIS_HA_WAIT:-20} s"
+        if [ -z "$primary" ]; then
+            say "no Sentinel answered within ${REDIS_HA_WAIT:-20} s, and I have data: not guessing the primary; exiting, to be started again"
+            exit 1
+        fi
     fi
     named=yes
     if [ -z "$primary" ]; then
