@@ -20,7 +20,11 @@
 #           Services' names, calls every probe, checks that a wrong port is caught,
 #           runs the chart's `helm test` pod (and sees it fail with Redis stopped),
 #           measures one worker's mining rate from Redis `hashes`, and times SIGTERM.
-# scripts/test/k8s_lessons.py replays the container.training lessons (docs/kubernetes.md's table).
+# scripts/test/k8s_lessons.py replays the container.training lessons (docs/kubernetes.md's table);
+# scripts/test/k8s_revisions.py replays releases revision by revision (install, kubectl scale/edit/
+# set env or an HPA, helm upgrade with each documented flag, helm rollback, upgrades from the charts
+# of earlier commits) on a model of the API server's field ownership, and checks that the chart's
+# version moved with charts/ since the merge base with main (docs/tests.md, "Revisions of a release").
 # Then it builds one rollout variant (scripts/variants.sh) and checks that it
 # differs as documented. Removes everything it started, whatever happens.
 #
@@ -135,6 +139,7 @@ docker rmi "$VARIANT/worker:$TAG" "$VARIANT/webui:$TAG" "$VARIANT/rng:$TAG" >/de
 log "the manifests' containers under Docker"
 run_part run
 log "the container.training lessons, replayed"; run_part all k8s_lessons.py
+log "revisions of a release: kubectl changes, helm upgrade and rollback, earlier charts"; run_part revisions k8s_revisions.py
 
 log "done in $(($(date +%s) - started)) s"
 echo "$PASSED passed, $FAILED failed"

@@ -381,6 +381,8 @@ and no maxmemory: no --maxmemory.
 {{- fail (printf "redis.maxmemory (%s) must be at most half of redis.resources.limits.memory (%s): Redis's memory is about 1.2 times its data and an append-only file rewrite forks it, so the kernel would kill it. Raise the limit with it, or leave redis.maxmemory empty (half the limit)" $set $limit) -}}
 {{- end -}}
 {{- $set -}}
+{{- else if eq (mod (int64 $half) 1073741824) 0 -}}
+{{- printf "%dgb" (div (int64 $half) 1073741824) -}}
 {{- else if eq (mod (int64 $half) 1048576) 0 -}}
 {{- printf "%dmb" (div (int64 $half) 1048576) -}}
 {{- else -}}
