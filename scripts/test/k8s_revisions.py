@@ -591,6 +591,110 @@ def check_values() -> None:
              f"image.pullPolicy=Always with the localhost/ images is refused, with a registry accepted: {always[:120]}")
 
 
+# --- What users of other charts (podinfo's) expect ------------------------------------------
+
+
+def find(objects: list[dict], kind: str, name: str) -> dict | None:
+    return next((o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name), None)
+
+
+def check_chart_features(charts: Path) -> None:
+    here = chart_at(None, charts)
+    default = render(here, {})
+    kinds = {"HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceAccount", "HTTPRoute", "ServiceMonitor"}
+    kt.check(not [o for o in default if o["kind"] in kinds],
+             "by default: no autoscaler, budget, ServiceAccount, HTTPRoute or ServiceMonitor (the workshop's objects only)")
+    # An HPA: the Deployment has no replicas (even with worker.replicas set), and the autoscaler's count
+    # survives helm upgrade and rollback.
+    hpa_values = {"worker": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 8}, "replicas": 3}}
+    objs = render(here, hpa_values)
+    hpa, worker = find(objs, "HorizontalPodAutoscaler", "worker"), find(objs, "Deployment", "worker")
+    kt.check(bool(hpa) and hpa["apiVersion"] == "autoscaling/v2"
+             and hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"}
+             and (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8) and "replicas" not in worker["spec"],
+             "worker.autoscaling.enabled: an autoscaling/v2 HPA on deploy/worker (2 to 8), and no replicas in the "
+             "Deployment even with worker.replicas set")
+    for version in (4, 3):
+        cluster = Cluster()
+        helm = Helm(cluster, version)
+        helm.install(here, hpa_values)
+        cluster.update("kube-controller-manager", "Deployment", "worker", {("spec", "replicas"): 6})
+        up = outcome(lambda: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
+        back = outcome(lambda: helm.rollback(1))
+        kt.check(up == back == "ok" and cluster.field("Deployment", "worker", "spec", "replicas") == 6,
+                 f"Helm {version}: the chart's HPA sets 6 workers, helm upgrade {up}, helm rollback {back}: "
+                 f"{cluster.field('Deployment', 'worker', 'spec', 'replicas')} workers")
+    no_cpu = refusal({"worker": {"autoscaling": {"enabled": True}, "resources": None}})
+    kt.check("worker.autoscaling needs worker.resources.requests.cpu" in no_cpu,
+             f"an HPA without a CPU request is refused: {no_cpu[:120]}")
+    # A PodDisruptionBudget only for more than one pod.
+    pdbs = {name: [o["metadata"]["name"] for o in render(here, v) if o["kind"] == "PodDisruptionBudget"]
+            for name, v in (("default", {}), ("hasher.replicas=1", {"hasher": {"replicas": 1}}),
+                            ("hasher.replicas=2", {"hasher": {"replicas": 2}}), ("hpa min 2", hpa_values),
+                            ("hpa min 1", {"worker": {"autoscaling": {"enabled": True, "minReplicas": 1}}}),
+                            ("rng DaemonSet", {"rng": {"kind": "DaemonSet", "replicas": 3}}))}
+    kt.check(pdbs == {"default": [], "hasher.replicas=1": [], "hasher.replicas=2": ["hasher"], "hpa min 2": ["worker"],
+                      "hpa min 1": [], "rng DaemonSet": []},
+             f"a PodDisruptionBudget only for a Deployment of more than one pod: {pdbs}")
+    pdb = find(render(here, {"hasher": {"replicas": 2}}), "PodDisruptionBudget", "hasher")
+    hasher = find(render(here, {"hasher": {"replicas": 2}}), "Deployment", "hasher")
+    kt.check(bool(pdb) and pdb["spec"].get("maxUnavailable") == 1 and all(
+        hasher["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items()),
+        "the budget lets one hasher pod go at a time and selects the hasher's pods")
+    # topologySpreadConstraints, a ServiceAccount, probes from values.
+    spread = {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                             "whenUnsatisfiable": "ScheduleAnyway"}]}
+    bad = []
+    for o in render(here, spread):
+        if o["kind"] == "Deployment" and o["metadata"]["name"] != "redis":
+            tpl = o["spec"]["template"]
+            (c,) = tpl["spec"].get("topologySpreadConstraints", [{}])[:1] or [{}]
+            sel = c.get("labelSelector", {}).get("matchLabels", {})
+            if not sel or any(tpl["metadata"]["labels"].get(k) != v for k, v in sel.items()) or sel.get("app") != o["metadata"]["name"]:
+                bad.append(f"{o['metadata']['name']}: {c}")
+    kt.check(not bad, "topologySpreadConstraints: each component's pods spread by their own labels", "; ".join(bad))
+    sa_objs = render(here, {"serviceAccount": {"create": True}})
+    sa = find(sa_objs, "ServiceAccount", "dockercoins")
+    users = {o["metadata"]["name"]: o["spec"]["template"]["spec"].get("serviceAccountName") for o in sa_objs
+             if o["kind"] == "Deployment" and o["metadata"]["name"] != "redis"}
+    kt.check(bool(sa) and sa.get("automountServiceAccountToken") is False and set(users.values()) == {"dockercoins"},
+             f"serviceAccount.create: ServiceAccount dockercoins (token not mounted), used by {sorted(users)}")
+    probes = render(here, {"probes": {"readiness": {"periodSeconds": 7, "failureThreshold": 5},
+                                      "startup": {"enabled": True, "failureThreshold": 60}}})
+    c = find(probes, "Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]
+    plain = find(default, "Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]
+    kt.check(c["readinessProbe"] == {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 7,
+                                     "timeoutSeconds": 2, "failureThreshold": 5}
+             and c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+             and c["startupProbe"]["failureThreshold"] == 60 and "startupProbe" not in plain,
+             "probe timings from probes.*, a startupProbe on /healthz only with probes.startup.enabled")
+    # HTTPRoute and ServiceMonitor.
+    route_objs = render(here, {"webui": {"httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}],
+                                                       "hostnames": ["coins.example.com"]}}})
+    route, webui = find(route_objs, "HTTPRoute", "webui"), find(route_objs, "Service", "webui")
+    backend = route["spec"]["rules"][0]["backendRefs"][0] if route else {}
+    kt.check(bool(route) and route["apiVersion"] == "gateway.networking.k8s.io/v1" and route["spec"]["parentRefs"] == [{"name": "gw"}]
+             and backend == {"name": "webui", "port": webui["spec"]["ports"][0]["port"]}
+             and route["spec"]["hostnames"] == ["coins.example.com"],
+             f"webui.httpRoute: an HTTPRoute to Service webui port {webui['spec']['ports'][0]['port']} beside the Ingress")
+    no_parent = refusal({"webui": {"httpRoute": {"enabled": True}}})
+    kt.check("webui.httpRoute.parentRefs" in no_parent, f"an HTTPRoute without a Gateway is refused: {no_parent[:100]}")
+    sm_objs = render(here, {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}})
+    sm = find(sm_objs, "ServiceMonitor", "dockercoins")
+    picked = []
+    if sm:
+        sel = sm["spec"]["selector"]
+        for o in sm_objs:
+            labels = o["metadata"].get("labels", {})
+            if o["kind"] == "Service" and all(labels.get(k) == v for k, v in sel.get("matchLabels", {}).items()) and all(
+                    labels.get(e["key"]) in e["values"] for e in sel.get("matchExpressions", [])):
+                if any(p.get("name") == sm["spec"]["endpoints"][0]["port"] for p in o["spec"]["ports"]):
+                    picked.append(o["metadata"]["name"])
+    kt.check(bool(sm) and sorted(picked) == ["hasher", "rng", "webui"] and sm["metadata"]["labels"].get("release") == "kps"
+             and sm["spec"]["endpoints"][0]["path"] == "/metrics",
+             f"metrics.serviceMonitor: a ServiceMonitor scraping /metrics of Services {sorted(picked)} (labels release: kps)")
+
+
 # --- The docs and the chart's version ----------------------------------------------------
 
 
@@ -659,6 +763,8 @@ def main() -> int:
             check_sequences(charts)
             log("releases of earlier charts (git history) upgraded to this one")
             check_upgrade_from_earlier(charts)
+            log("what users of other charts expect: HPA, PDB, spread, ServiceAccount, probes, HTTPRoute, ServiceMonitor")
+            check_chart_features(charts)
         log("values a chart user sets")
         check_values()
         log("docs, NOTES.txt, variants.sh, the chart's version")

@@ -249,6 +249,16 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- with ($c.topologySpreadConstraints | default $v.topologySpreadConstraints) }}
+  topologySpreadConstraints:
+    {{- $selector := dict "matchLabels" (fromYaml (include "dockercoins.selectorLabels" $)) }}
+    {{- range . }}
+    - {{- toYaml (ternary . (merge (dict "labelSelector" $selector) .) (hasKey . "labelSelector")) | nindent 6 }}
+    {{- end }}
+  {{- end }}
+  {{- with (include "dockercoins.serviceAccountName" .root) }}
+  serviceAccountName: {{ . }}
+  {{- end }}
   containers:
     {{- if and (eq $v.image.pullPolicy "Always") (hasPrefix "localhost/" (include "dockercoins.image" .)) }}
     {{- fail (printf "image.pullPolicy Always with %s: the kubelet would pull it from https://localhost (ErrImagePull). Images loaded into the cluster (kind load, k3d image import) need IfNotPresent; Always needs a registry (image.registry)" (include "dockercoins.image" .)) }}
@@ -262,22 +272,15 @@ spec:
         - name: http
           containerPort: 80
           protocol: TCP
+      {{- /* Timings from probes.*: by default three readiness misses (15 s), so a Redis slow for a few seconds does not take the worker and the web UI out of their Services. */}}
       readinessProbe:
-        httpGet:
-          path: /readyz
-          port: http
-        # Three misses (15 s): a Redis slow for a few seconds does not take
-        # the worker and the web UI out of their Services.
-        periodSeconds: 5
-        timeoutSeconds: 2
-        failureThreshold: 3
+        {{- include "dockercoins.probe" (list $v "readiness" "/readyz") | nindent 8 }}
       livenessProbe:
-        httpGet:
-          path: /healthz
-          port: http
-        periodSeconds: 10
-        timeoutSeconds: 2
-        failureThreshold: 3
+        {{- include "dockercoins.probe" (list $v "liveness" "/healthz") | nindent 8 }}
+      {{- if dig "startup" "enabled" false ($v.probes | default dict) }}
+      startupProbe:
+        {{- include "dockercoins.probe" (list $v "startup" "/healthz") | nindent 8 }}
+      {{- end }}
       {{- with $c.resources }}
       resources:
         {{- toYaml . | nindent 8 }}
@@ -312,6 +315,43 @@ or (list $values.redis "securityContext" "redis").
 {{- end -}}
 {{- end -}}
 
+{{/*
+One probe of the four services: httpGet on the port named http, with the
+timings of probes.<which> (a release of an older chart, upgraded with
+--reuse-values, has no probes key: these defaults). Call with (list $values "readiness" "/readyz").
+*/}}
+{{- define "dockercoins.probe" -}}
+{{- $defaults := dict
+  "readiness" (dict "periodSeconds" 5 "timeoutSeconds" 2 "failureThreshold" 3)
+  "liveness" (dict "periodSeconds" 10 "timeoutSeconds" 2 "failureThreshold" 3)
+  "startup" (dict "periodSeconds" 2 "timeoutSeconds" 2 "failureThreshold" 30) -}}
+{{- $which := index . 1 -}}
+{{- $timings := dig $which (index $defaults $which) ((index . 0).probes | default dict) -}}
+{{- $probe := dict "httpGet" (dict "path" (index . 2) "port" "http") -}}
+{{- range $key, $value := omit $timings "enabled" }}
+{{- $_ := set $probe $key (int64 $value) }}
+{{- end }}
+{{- toYaml $probe -}}
+{{- end -}}
+
+{{/* "true" when the component has an HorizontalPodAutoscaler (its Deployment then has no replicas). */}}
+{{- define "dockercoins.autoscaled" -}}
+{{- $c := index .root.Values .component -}}
+{{- if and (dig "autoscaling" "enabled" false $c) (not (and (eq .component "rng") (eq .root.Values.rng.kind "DaemonSet"))) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The pods' ServiceAccount: serviceAccount.name, or the chart's own when serviceAccount.create; empty: the namespace's default. */}}
+{{- define "dockercoins.serviceAccountName" -}}
+{{- $sa := .Values.serviceAccount | default dict -}}
+{{- if $sa.create -}}
+{{- $sa.name | default (include "dockercoins.name" (dict "root" . "component" "dockercoins")) -}}
+{{- else -}}
+{{- $sa.name | default "" -}}
+{{- end -}}
+{{- end -}}
+
 {{/* A Deployment of one of our four services. */}}
 {{- define "dockercoins.deployment" -}}
 apiVersion: apps/v1
@@ -321,7 +361,7 @@ metadata:
 spec:
   {{- /* Left out unless set: then `kubectl scale` (or an autoscaler) owns it, and helm upgrade neither resets it (Helm 3) nor conflicts with it (Helm 4). */}}
   {{- $replicas := (index .root.Values .component).replicas }}
-  {{- if not (kindIs "invalid" $replicas) }}
+  {{- if and (not (kindIs "invalid" $replicas)) (not (include "dockercoins.autoscaled" .)) }}
   replicas: {{ int64 $replicas }}
   {{- end }}
   selector:
