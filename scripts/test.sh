@@ -69,6 +69,7 @@ suite_lint() {
     cargo clippy --workspace --all-targets --locked -- -D warnings
     shellcheck scripts/*.sh scripts/*/*.sh .ci/run
     scripts/test/docs-links.sh
+    scripts/chart-readme.sh --check
     scripts/test/cargo-deny.sh
     local bin
     bin=$(scripts/test/github-lint-venv.sh)
