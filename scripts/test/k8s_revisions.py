@@ -506,6 +506,32 @@ def check_upgrade_from_earlier(charts: Path) -> None:
                      f"{back}: {cluster.field('Deployment', 'worker', 'spec', 'replicas')} workers")
 
 
+def check_upgrade_values_sets(charts: Path) -> None:
+    """Every values set of an earlier chart (its ci/*-values.yaml), installed, then upgraded to this chart
+    with the documented command (after the documented patch of deploy/redis): Helm 4 and Helm 3."""
+    here = chart_at(None, charts)
+    patch = {("spec", "strategy", "type"): "Recreate",
+             ("spec", "strategy", "rollingUpdate", "maxSurge"): None,
+             ("spec", "strategy", "rollingUpdate", "maxUnavailable"): None}
+    for commit in (CHART_020_FIRST, CHART_020_LAST):
+        old = chart_at(commit, charts)
+        results = {}
+        for path in sorted((old / "ci").glob("*-values.yaml")):
+            values = kt.values_file(path)
+            for version in (4, 3):
+                cluster = Cluster()
+                helm = Helm(cluster, version)
+                helm.install(old, values)
+                for kind, name in [k for k in cluster.live if k[0] == "Deployment" and k[1].endswith("redis")]:
+                    cluster.update("kubectl-patch", kind, name, patch)  # deploy/<release>-redis with prefixNames
+                results[(path.name.removesuffix("-values.yaml"), version)] = outcome(
+                    lambda: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
+        bad = {f"{k[0]} (Helm {k[1]})": v for k, v in results.items() if v != "ok"}
+        kt.check(not bad, f"the {len(results) // 2} values sets of chart {commit[:7]} (its ci/*-values.yaml), installed and "
+                 "upgraded to this chart with --reset-then-reuse-values --set worker.image.tag=v0.2, Helm 4 and 3",
+                 "; ".join(f"{k}: {v[:160]}" for k, v in bad.items()))
+
+
 # --- Values across revisions -----------------------------------------------------------
 
 
@@ -763,6 +789,7 @@ def main() -> int:
             check_sequences(charts)
             log("releases of earlier charts (git history) upgraded to this one")
             check_upgrade_from_earlier(charts)
+            check_upgrade_values_sets(charts)
             log("what users of other charts expect: HPA, PDB, spread, ServiceAccount, probes, HTTPRoute, ServiceMonitor")
             check_chart_features(charts)
         log("values a chart user sets")
