@@ -90,13 +90,13 @@ dockerfile() {
   echo "FROM $IMAGE_PREFIX/$service:$from"
   echo "LABEL org.dockercoins.variant=\"$variant\""
   case "$variant" in
-    worker:v0.2) echo 'ENTRYPOINT ["/worker", "--sleep=1s"]' ;;
-    worker:v0.3) echo 'ENTRYPOINT ["/worker", "--sleep=v0.3-is-broken"]' ;;
-    rng:v0.2) echo 'ENTRYPOINT ["/rng", "--delay=v0.2-is-broken"]' ;;
+    worker:v0.2) echo 'ENTRYPOINT ["/bind80", "/worker", "--sleep=1s"]' ;;
+    worker:v0.3) echo 'ENTRYPOINT ["/bind80", "/worker", "--sleep=v0.3-is-broken"]' ;;
+    rng:v0.2) echo 'ENTRYPOINT ["/bind80", "/rng", "--delay=v0.2-is-broken"]' ;;
     webui:v0.2)
       webui_v02_assets "$context" >&2 || return 1
       echo 'COPY assets /assets'
-      echo 'ENTRYPOINT ["/webui", "--assets-dir=/assets"]'
+      echo 'ENTRYPOINT ["/bind80", "/webui", "--assets-dir=/assets"]'
       ;;
   esac
 }
