@@ -782,26 +782,28 @@ def check_chart_version() -> None:
 
 def main() -> int:
     started = time.time()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            charts = Path(tmp)
-            log("install -> kubectl -> helm upgrade (each documented flag) -> helm rollback, Helm 4 and Helm 3")
-            check_sequences(charts)
-            log("releases of earlier charts (git history) upgraded to this one")
-            check_upgrade_from_earlier(charts)
-            check_upgrade_values_sets(charts)
-            log("what users of other charts expect: HPA, PDB, spread, ServiceAccount, probes, HTTPRoute, ServiceMonitor")
-            check_chart_features(charts)
-        log("values a chart user sets")
-        check_values()
-        log("docs, NOTES.txt, variants.sh, the chart's version")
-        check_docs()
-        check_chart_version()
-    except Exception as err:  # an unexpected error is a failure with its message, then the counts
-        import traceback
+    with tempfile.TemporaryDirectory() as tmp:
+        charts = Path(tmp)
+        sections = [
+            ("install -> kubectl -> helm upgrade (each documented flag) -> helm rollback, Helm 4 and Helm 3",
+             lambda: check_sequences(charts)),
+            ("releases of earlier charts (git history) upgraded to this one", lambda: check_upgrade_from_earlier(charts)),
+            ("the values sets of earlier charts upgraded to this one", lambda: check_upgrade_values_sets(charts)),
+            ("what users of other charts expect: HPA, PDB, spread, ServiceAccount, probes, HTTPRoute, ServiceMonitor",
+             lambda: check_chart_features(charts)),
+            ("values a chart user sets", check_values),
+            ("docs, NOTES.txt, variants.sh", check_docs),
+            ("the chart's version", check_chart_version),
+        ]
+        for title, section in sections:
+            log(title)
+            try:
+                section()
+            except Exception as err:  # an unexpected error fails its section, with its message; the others run
+                import traceback
 
-        traceback.print_exc()
-        kt.fail(f"k8s_revisions.py: {type(err).__name__}: {err}")
+                traceback.print_exc()
+                kt.fail(f"k8s_revisions.py, {title}: {type(err).__name__}: {' '.join(str(err).split())[:300]}")
     log(f"done in {time.time() - started:.0f} s")
     print(f"{kt.PASSED} passed, {kt.FAILED} failed")
     return 1 if kt.FAILED else 0
