@@ -109,12 +109,30 @@ class Release:
         return self.revisions[-1][2]
 
 
+RENDERS: dict[str, list[dict] | Exception] = {}
+LOADED: dict[str, object] = {}
+
+
 def render(chart: Path, values: dict, defaults: dict | None = None) -> list[dict]:
     """The objects Helm would send: chart's templates, its values.yaml (or `defaults` in its place,
-    as --reuse-values does), the user's values over them; the schema checked. Raises on refusal."""
+    as --reuse-values does), the user's values over them; the schema checked. Raises on refusal.
+    Each render is done once (the sequences repeat many)."""
+    key = json.dumps([str(chart), values, defaults], sort_keys=True, default=str)
+    if key not in RENDERS:
+        try:
+            RENDERS[key] = render_once(chart, values, defaults)
+        except Exception as err:  # the refusal is the answer, every time
+            RENDERS[key] = err
+    if isinstance(RENDERS[key], Exception):
+        raise RENDERS[key]
+    return copy.deepcopy(RENDERS[key])
+
+
+def render_once(chart: Path, values: dict, defaults: dict | None) -> list[dict]:
     if defaults is None:
-        ch = kt.helm().Chart.load(str(chart))
-        out = ch.render(values, name=RELEASE, namespace=kt.NAMESPACE)
+        if str(chart) not in LOADED:
+            LOADED[str(chart)] = kt.helm().Chart.load(str(chart))
+        out = LOADED[str(chart)].render(values, name=RELEASE, namespace=kt.NAMESPACE)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             import shutil
