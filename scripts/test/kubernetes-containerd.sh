@@ -110,7 +110,9 @@ for service in rng hasher worker webui; do
   image="localhost/dockercoins/$service:$TAG"
   docker save "$image" | ctr_ images import --no-unpack - >/dev/null 2>&1 || { fail "ctr images import $image"; continue; }
 done
-ctr_ images ls -q | grep -q "localhost/dockercoins/rng:$TAG" || { fail "our images are not in containerd"; finish; }
+# (Read whole, then matched: `| grep -q` would stop reading early, and pipefail take ctr's SIGPIPE for a failure.)
+imported=$(ctr_ images ls -q 2>&1 || true)
+[[ "$imported" == *"localhost/dockercoins/rng:$TAG"* ]] || { fail "our images are not in containerd: $imported"; finish; }
 
 # 1. A pod from `kubectl create deployment`: default capabilities, no_new_privs off, the image's user.
 for service in rng hasher worker webui; do
