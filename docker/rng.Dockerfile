@@ -54,6 +54,18 @@ RUN case "$TARGETARCH$TARGETVARIANT" in \
       && echo "target.$triple.linker = \"$cc-gcc\"" >/target-cargo.toml; \
     fi \
  && touch /target-cargo.toml
+# bind80 (docker/bind80.c), the entrypoint in front of the service: a static C
+# program carrying the file capability cap_net_bind_service (permitted only),
+# so that the service binds port 80 as user 65532 also where the runtime lets
+# no unprivileged user bind it (a pod from `kubectl create deployment` on
+# containerd 1.x). Built for the target with the C toolchain of the binaries;
+# its capability set by a copy built for the builder.
+COPY docker/bind80.c /bind80.c
+RUN cc="$(sed -n 's/^target\..*\.linker = "\(.*\)"$/\1/p' /target-cargo.toml)" \
+ && gcc -O2 -o /usr/local/bin/bind80-setcap /bind80.c \
+ && mkdir -p /out \
+ && "${cc:-gcc}" -O2 -static -o /out/bind80 /bind80.c \
+ && bind80-setcap --setcap /out/bind80
 WORKDIR /src
 COPY . .
 # Static binaries (glibc, static-pie) so the final image can be "scratch". An
@@ -81,12 +93,14 @@ LABEL org.opencontainers.image.title="dockercoins-rng" \
       org.opencontainers.image.description="DockerCoins rng: hands out random bytes, one request at a time." \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/rng /rng
+COPY --from=build /out/bind80 /bind80
 # Any non-root user: numeric, since scratch has no /etc/passwd. Docker lets
-# unprivileged processes bind port 80 inside a container (ip_unprivileged_port_start=0).
+# unprivileged processes bind port 80 inside a container (ip_unprivileged_port_start=0),
+# so do the manifests and the chart; elsewhere bind80 gives the service the capability.
 USER 65532:65532
 EXPOSE 80
 # The binary checks itself (no curl in the image), always on port 80, the port
 # the service promises: a container made to listen elsewhere reports unhealthy.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/rng", "healthcheck", "--port", "80"]
-ENTRYPOINT ["/rng"]
+ENTRYPOINT ["/bind80", "/rng"]

@@ -74,6 +74,7 @@ suite_lint() {
     grep -q "name: dockercoins-redis-ha-start-$sha\$" stack.ha.yaml ||
         { echo "stack.ha.yaml: name the config dockercoins-redis-ha-start-$sha (docker/redis-ha/start.sh changed)" >&2; return 1; }
     scripts/test/docs-links.sh
+    scripts/chart-readme.sh --check
     scripts/test/cargo-deny.sh
     local bin
     bin=$(scripts/test/github-lint-venv.sh)

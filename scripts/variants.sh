@@ -15,19 +15,26 @@
 #
 # Usage: scripts/variants.sh [service:tag ...]      (default: the classic three, not worker:v0.3)
 #        scripts/variants.sh --assets DIR          webui:v0.2's page alone, written to DIR (no Docker)
-# Env:   TAG           tag of the images to start from (default latest; built with
-#                      `docker compose build` if missing)
+# Env:   TAG           tag of the images to start from (default v0.1, the manifests' and the
+#                      chart's; built with `TAG=v0.1 docker compose build` if missing)
 #        IMAGE_PREFIX  local image names (default localhost/dockercoins, i.e. localhost/dockercoins/worker:v0.2 ...)
 #        REGISTRY      if set, each variant is also tagged $REGISTRY/<service>:<tag> and pushed
 #                      (e.g. 127.0.0.1:5000, the registry of scripts/push.sh)
+#        PLATFORMS     e.g. linux/amd64,linux/arm64 (default: unset, the machine's platform only), as
+#                      scripts/push.sh: needs REGISTRY. Each variant is built per platform FROM
+#                      $IMAGE_PREFIX/<service>:$TAG-<arch> (what `PLATFORMS=... scripts/push.sh` builds;
+#                      built the same way if missing), pushed as $REGISTRY/<service>:<tag>-<arch>, and a
+#                      manifest list $REGISTRY/<service>:<tag> names them all: a worker:v0.2 built on an
+#                      arm64 laptop then runs on amd64 nodes too (no `exec format error`).
 set -euo pipefail
 
-usage() { echo "usage: $0 [worker:v0.2|webui:v0.2|rng:v0.2|worker:v0.3 ...] | --assets DIR   (default: the first three; env: TAG=latest IMAGE_PREFIX=localhost/dockercoins REGISTRY=)"; }
+usage() { echo "usage: $0 [worker:v0.2|webui:v0.2|rng:v0.2|worker:v0.3 ...] | --assets DIR   (default: the first three; env: TAG=v0.1 IMAGE_PREFIX=localhost/dockercoins REGISTRY= PLATFORMS=linux/amd64,linux/arm64)"; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TAG="${TAG:-latest}"
+TAG="${TAG:-v0.1}"
 IMAGE_PREFIX="${IMAGE_PREFIX:-localhost/dockercoins}"
 REGISTRY="${REGISTRY:-}"
+PLATFORMS="${PLATFORMS:-}"
 CLASSIC=(worker:v0.2 webui:v0.2 rng:v0.2)
 
 variants=()
@@ -43,6 +50,18 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ ${#variants[@]} -gt 0 ]] || variants=("${CLASSIC[@]}")
+platforms=()
+if [[ -n "$PLATFORMS" && -z "$assets_only" ]]; then
+  IFS=, read -r -a platforms <<<"$PLATFORMS"
+  for platform in "${platforms[@]}"; do
+    [[ "$platform" =~ ^[a-z0-9]+/[a-z0-9]+(/[a-z0-9]+)?$ ]] ||
+      { echo "variants: PLATFORMS must be like linux/amd64,linux/arm64 (got '$PLATFORMS')" >&2; exit 2; }
+  done
+  [[ -n "$REGISTRY" ]] || {
+    echo "variants: PLATFORMS needs REGISTRY: a local tag holds one platform, a registry holds a manifest list of them" >&2
+    exit 2
+  }
+fi
 
 log() { echo "variants: $*"; }
 
@@ -64,22 +83,71 @@ if [[ -n "$assets_only" ]]; then
   exit 0
 fi
 
-# The Dockerfile of one variant, in the build context $2 (which holds webui's edited page).
+# The Dockerfile of one variant, in the build context $2 (which holds webui's edited page),
+# FROM the image tagged $3 (default $TAG).
 dockerfile() {
-  local variant="$1" context="$2" service="${1%%:*}"
-  echo "FROM $IMAGE_PREFIX/$service:$TAG"
+  local variant="$1" context="$2" service="${1%%:*}" from="${3:-$TAG}"
+  echo "FROM $IMAGE_PREFIX/$service:$from"
   echo "LABEL org.dockercoins.variant=\"$variant\""
   case "$variant" in
-    worker:v0.2) echo 'ENTRYPOINT ["/worker", "--sleep=1s"]' ;;
-    worker:v0.3) echo 'ENTRYPOINT ["/worker", "--sleep=v0.3-is-broken"]' ;;
-    rng:v0.2) echo 'ENTRYPOINT ["/rng", "--delay=v0.2-is-broken"]' ;;
+    worker:v0.2) echo 'ENTRYPOINT ["/bind80", "/worker", "--sleep=1s"]' ;;
+    worker:v0.3) echo 'ENTRYPOINT ["/bind80", "/worker", "--sleep=v0.3-is-broken"]' ;;
+    rng:v0.2) echo 'ENTRYPOINT ["/bind80", "/rng", "--delay=v0.2-is-broken"]' ;;
     webui:v0.2)
       webui_v02_assets "$context" >&2 || return 1
       echo 'COPY assets /assets'
-      echo 'ENTRYPOINT ["/webui", "--assets-dir=/assets"]'
+      echo 'ENTRYPOINT ["/bind80", "/webui", "--assets-dir=/assets"]'
       ;;
   esac
 }
+
+context=$(mktemp -d)
+trap 'rm -rf "$context" "$context.log"' EXIT
+
+# One variant for one platform: the local image $IMAGE_PREFIX/<service>:<tag>-<arch> FROM
+# <service>:$TAG-<arch>, pushed; $1 the variant, $2 the platform.
+build_for() {
+  local variant="$1" platform="$2" service="${1%%:*}" tag="${1#*:}" suffix
+  suffix="${platform#*/}"
+  suffix="${suffix//\//}"
+  if ! docker image inspect "$IMAGE_PREFIX/$service:$TAG-$suffix" >/dev/null 2>&1; then
+    [[ "$IMAGE_PREFIX" == localhost/dockercoins ]] || { log "missing $IMAGE_PREFIX/$service:$TAG-$suffix"; return 1; }
+    log "building localhost/dockercoins/$service:$TAG-$suffix for $platform with docker compose"
+    (cd "$ROOT" && TAG="$TAG-$suffix" DOCKER_DEFAULT_PLATFORM="$platform" docker compose build "$service")
+  fi
+  rm -rf "${context:?}"/*
+  dockerfile "$variant" "$context" "$TAG-$suffix" >"$context/Dockerfile"
+  log "building $IMAGE_PREFIX/$service:$tag-$suffix ($platform)"
+  if ! docker build -q --platform "$platform" -t "$IMAGE_PREFIX/$service:$tag-$suffix" "$context" >"$context.log" 2>&1; then
+    cat "$context.log" >&2
+    return 1
+  fi
+  docker tag "$IMAGE_PREFIX/$service:$tag-$suffix" "$REGISTRY/$service:$tag-$suffix"
+  docker push -q "$REGISTRY/$service:$tag-$suffix" >/dev/null
+  log "pushed $REGISTRY/$service:$tag-$suffix"
+}
+
+if [[ ${#platforms[@]} -gt 0 ]]; then
+  insecure=()
+  if curl -s -o /dev/null --max-time 5 "http://$REGISTRY/v2/" 2>/dev/null; then
+    insecure=(--insecure)
+  fi
+  for variant in "${variants[@]}"; do
+    service="${variant%%:*}" tag="${variant#*:}"
+    members=()
+    for platform in "${platforms[@]}"; do
+      build_for "$variant" "$platform"
+      suffix="${platform#*/}"
+      members+=("$REGISTRY/$service:$tag-${suffix//\//}")
+    done
+    docker manifest rm "$REGISTRY/$service:$tag" >/dev/null 2>&1 || true
+    docker manifest create "${insecure[@]}" "$REGISTRY/$service:$tag" "${members[@]}" >/dev/null
+    docker manifest push "${insecure[@]}" --purge "$REGISTRY/$service:$tag" >/dev/null
+    log "pushed the manifest list $REGISTRY/$service:$tag (${platforms[*]})"
+  done
+  log "built: ${variants[*]} for ${platforms[*]}"
+  exit 0
+fi
 
 # The images to start from.
 missing=0
@@ -92,8 +160,6 @@ if [[ $missing -eq 1 ]]; then
   (cd "$ROOT" && TAG="$TAG" docker compose build)
 fi
 
-context=$(mktemp -d)
-trap 'rm -rf "$context" "$context.log"' EXIT
 for variant in "${variants[@]}"; do
   service="${variant%%:*}" tag="${variant#*:}"
   rm -rf "${context:?}"/*

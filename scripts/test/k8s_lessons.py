@@ -45,6 +45,9 @@ NODES = 2  # the workshop's clusters: a DaemonSet has one pod on each worker nod
 OUR = re.compile(r"^(localhost/dockercoins|127\.0\.0\.1:5000)/(rng|hasher|worker|webui):[\w.-]+$")
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Bitnami's Redis with Sentinel: each Sentinel by its pod's name under the headless Service, not the
+# Service redis in front of all three (which reaches one at random: a stale one may answer).
+SENTINELS = "redis-node-0.redis-headless:26379, redis-node-1.redis-headless:26379, redis-node-2.redis-headless:26379"
 LESSONS: list[tuple[str, str, str]] = []  # (lesson, route, result) for the summary
 
 
@@ -220,6 +223,28 @@ def find_service(objects: list[dict], host: str, ns: str) -> dict | None:
                  and o["metadata"].get("namespace", "default") == svc_ns), None)
 
 
+def pod_address_problem(objects: list[dict], host: str, ns: str, port: int) -> str | None:
+    """A StatefulSet pod's own DNS name under its headless Service (<set>-<i>.<service>[.<namespace>...]):
+    "" if it names such a pod listening on the port, a problem if it names one wrongly, None if it is no such name."""
+    parts = host.split(".")
+    m = re.match(r"^(.+)-(\d+)$", parts[0])
+    if len(parts) < 2 or not m:
+        return None
+    svc_ns = parts[2] if len(parts) > 2 else ns
+    sts = next((o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == m.group(1)
+                and o["metadata"].get("namespace", "default") == svc_ns), None)
+    if sts is None:
+        return None
+    svc = find_service(objects, f"{parts[1]}.{svc_ns}", ns)
+    if sts["spec"].get("serviceName") != parts[1] or svc is None or svc["spec"].get("clusterIP") != "None":
+        return f"{host}: {parts[1]} is not the headless Service (clusterIP None) of StatefulSet {m.group(1)}"
+    if int(m.group(2)) >= sts["spec"].get("replicas", 1):
+        return f"{host}: StatefulSet {m.group(1)} has {sts['spec'].get('replicas', 1)} pods"
+    if not any(listening_port(c) == port for c in sts["spec"]["template"]["spec"]["containers"]):
+        return f"{host}: no container of {m.group(1)} listens on {port}"
+    return ""
+
+
 def cluster_problems(objects: list[dict], images_allowed=()) -> list[str]:
     """What a cluster would refuse or get wrong with these objects."""
     problems: list[str] = []
@@ -264,6 +289,11 @@ def cluster_problems(objects: list[dict], images_allowed=()) -> list[str]:
             for var, url in app_urls(c).items():
                 host, port = url_target(url, 6379 if var == "REDIS_URL" else 26379 if var.startswith("REDIS_SENTINELS")
                                         else 80)
+                own = pod_address_problem(objects, host, pod["namespace"], port)
+                if own is not None:
+                    if own:
+                        problems.append(f"{where}: {var}={url}: {own}")
+                    continue
                 svc = find_service(objects, host, pod["namespace"])
                 if svc is None:
                     problems.append(f"{where}: {var}={url}: no Service {host} in {pod['namespace']}")
@@ -595,6 +625,10 @@ def helm_lessons() -> None:
             "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {{ $name }}\nspec:\n  selector: "
             "{app.kubernetes.io/name: redis, app.kubernetes.io/component: node}\n  ports:\n"
             "    - {name: tcp-redis, port: 6379, targetPort: redis}\n"
+            "    - {name: tcp-sentinel, port: 26379, targetPort: redis-sentinel}\n"
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {{ $name }}-headless\nspec:\n  clusterIP: None\n"
+            "  publishNotReadyAddresses: true\n  selector: {app.kubernetes.io/name: redis, app.kubernetes.io/component: node}\n"
+            "  ports:\n    - {name: tcp-redis, port: 6379, targetPort: redis}\n"
             "    - {name: tcp-sentinel, port: 26379, targetPort: redis-sentinel}\n{{- end }}\n")
         (top / "Chart.yaml").write_text(
             "apiVersion: v2\nname: helmcoins\nversion: 0.1.0\ndependencies:\n"
@@ -621,7 +655,7 @@ def helm_lessons() -> None:
         # The same with Bitnami's Redis in its highly available mode: replication and Sentinel.
         ha_values = ("redis:\n  enabled: true\n  fullnameOverride: redis\n  architecture: replication\n"
                      "  auth:\n    enabled: false\n  sentinel:\n    enabled: true\n"
-                     "dockercoins:\n  redis:\n    enabled: false\n    sentinel:\n      addresses: [redis:26379]\n")
+                     f"dockercoins:\n  redis:\n    enabled: false\n    sentinel:\n      addresses: [{SENTINELS}]\n")
         (top / "values.yaml").write_text(ha_values)
         try:
             out = h.Chart.load(str(top)).render({}, name="helmcoins", namespace="default")
@@ -635,13 +669,14 @@ def helm_lessons() -> None:
         sentinels = {o["metadata"]["name"]: {e["name"]: e.get("value") for e in kt.pod_spec(o)["containers"][0].get("env", [])
                                              }.get("REDIS_SENTINELS") for o in objs
                      if o["kind"] == "Deployment" and o["metadata"]["name"] in ("worker", "webui")}
-        if sentinels != {"worker": "redis:26379", "webui": "redis:26379"}:
+        joined = SENTINELS.replace(" ", "")
+        if sentinels != {"worker": joined, "webui": joined}:
             extra.append(f"REDIS_SENTINELS {sentinels}")
-        if "addresses: [redis:26379]" not in documented or "sentinel:\n    enabled: true" not in documented:
+        if f"addresses: [{SENTINELS}]" not in documented or "sentinel:\n    enabled: true" not in documented:
             extra.append("docs/kubernetes.md does not show the Sentinel values")
         lesson("helm-dependencies", "umbrella chart: ours + a Redis chart with Sentinel", objs, extra=extra,
                replayed="architecture: replication, sentinel.enabled, dockercoins.redis.sentinel.addresses -> "
-                        "Service redis port 26379")
+                        "each Sentinel's pod under Service redis-headless, port 26379")
 
 
 def netpol_lessons(created: list[dict], manifests: list[dict]) -> None:

@@ -20,7 +20,13 @@
 #           Services' names, calls every probe, checks that a wrong port is caught,
 #           runs the chart's `helm test` pod (and sees it fail with Redis stopped),
 #           measures one worker's mining rate from Redis `hashes`, and times SIGTERM.
-# scripts/test/k8s_lessons.py replays the container.training lessons (docs/kubernetes.md's table).
+# scripts/test/kubernetes-containerd.sh runs our images under containerd (Debian's, a daemon of its
+# own) as pods without the port sysctl: default capabilities, the restricted profile's, none.
+# scripts/test/k8s_lessons.py replays the container.training lessons (docs/kubernetes.md's table);
+# scripts/test/k8s_revisions.py replays releases revision by revision (install, kubectl scale/edit/
+# set env or an HPA, helm upgrade with each documented flag, helm rollback, upgrades from the charts
+# of earlier commits) on a model of the API server's field ownership, and checks that the chart's
+# version moved with charts/ since the merge base with main (docs/tests.md, "Revisions of a release").
 # Then it builds one rollout variant (scripts/variants.sh) and checks that it
 # differs as documented. Removes everything it started, whatever happens.
 #
@@ -33,7 +39,7 @@
 #        RATE_MIN/MAX  accepted 1-worker rate, hashes/s (default 2.8 / 3.6; compose-e2e accepts 2.8 too)
 #        KUBE_VERSION  Kubernetes schemas to validate against (default 1.37.0)
 #        SKIP_SEED=1   do not run seed-images.sh / compose-plugin.sh
-# Needs root, Docker, nsenter and iptables (Debian's docker.io brings iptables).
+# Needs root, Docker, nsenter and iptables (Debian's docker.io brings iptables and containerd).
 set -euo pipefail
 
 usage() { echo "usage: $0   (checks charts/dockercoins and k8s/ without a cluster; see the header for env knobs)"; }
@@ -118,7 +124,7 @@ if docker tag "localhost/dockercoins/worker:$TAG" "$VARIANT/worker:$TAG" \
   && IMAGE_PREFIX="$VARIANT" TAG="$TAG" "$ROOT/scripts/variants.sh" worker:v0.2 webui:v0.2 rng:v0.2; then
   pass "scripts/variants.sh built $VARIANT/worker:v0.2, webui:v0.2 and rng:v0.2"
   entry=$(docker image inspect -f '{{json .Config.Entrypoint}}' "$VARIANT/worker:v0.2")
-  check "worker:v0.2 starts with --sleep=1s ($entry)" test "$entry" = '["/worker","--sleep=1s"]'
+  check "worker:v0.2 starts with --sleep=1s ($entry)" test "$entry" = '["/bind80","/worker","--sleep=1s"]'
   export VARIANT_WORKER="$VARIANT/worker:v0.2" VARIANT_WEBUI="$VARIANT/webui:v0.2"
   # rng:v0.2 fails at start, with the manifest's env (RNG_DELAY=100ms) too: a pod in CrashLoopBackOff.
   errors=$(mktemp)
@@ -134,7 +140,19 @@ docker rmi "$VARIANT/worker:$TAG" "$VARIANT/webui:$TAG" "$VARIANT/rng:$TAG" >/de
 
 log "the manifests' containers under Docker"
 run_part run
+log "our images under containerd, as pods without the port sysctl (scripts/test/kubernetes-containerd.sh)"
+containerd_out=$(mktemp)
+TAG="$TAG" PREFIX="$PREFIX" "$ROOT/scripts/test/kubernetes-containerd.sh" 2>&1 | tee "$containerd_out" || true
+counts=$(tail -n 1 "$containerd_out")
+rm -f "$containerd_out"
+if [[ "$counts" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+  PASSED=$((PASSED + BASH_REMATCH[1]))
+  FAILED=$((FAILED + BASH_REMATCH[2]))
+else
+  fail "kubernetes-containerd.sh ended without its counts"
+fi
 log "the container.training lessons, replayed"; run_part all k8s_lessons.py
+log "revisions of a release: kubectl changes, helm upgrade and rollback, earlier charts"; run_part revisions k8s_revisions.py
 
 log "done in $(($(date +%s) - started)) s"
 echo "$PASSED passed, $FAILED failed"

@@ -34,10 +34,21 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app: {{ .component }}
 app.kubernetes.io/name: {{ .component }}
 app.kubernetes.io/part-of: dockercoins
-app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/version: {{ include "dockercoins.labelValue" .root.Chart.AppVersion | quote }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{/*
+A string made a valid label value: at most 63 characters of [A-Za-z0-9_.-],
+beginning and ending with a letter or digit (an image tag may be 128
+characters long, begin with _ and end with - or .; the API server refuses
+such a label). Empty if nothing is left.
+*/}}
+{{- define "dockercoins.labelValue" -}}
+{{- $value := regexReplaceAll "[^A-Za-z0-9_.-]" (toString .) "-" | trunc 63 -}}
+{{- regexReplaceAll "[^A-Za-z0-9]+$" (regexReplaceAll "^[^A-Za-z0-9]+" $value "") "" -}}
 {{- end -}}
 
 {{/* An object's metadata: name, namespace, labels. */}}
@@ -202,7 +213,7 @@ Security "restricted") lets user 65532 bind it on every container runtime.
 {{- end -}}
 {{- $labels := fromYaml (include "dockercoins.stringMap" ($c.podLabels | default $v.podLabels | default (dict))) -}}
 {{- $chartLabels := omit (fromYaml (include "dockercoins.labels" .)) "helm.sh/chart" -}}
-{{- $_ := set $chartLabels "app.kubernetes.io/version" (regexReplaceAll "^.*:" (include "dockercoins.image" .) "") -}}
+{{- $_ := set $chartLabels "app.kubernetes.io/version" (include "dockercoins.labelValue" (regexReplaceAll "^.*:" (include "dockercoins.image" .) "")) -}}
 {{- $labels = mergeOverwrite $chartLabels $labels (fromYaml (include "dockercoins.selectorLabels" .)) -}}
 {{- $annotations := dict "prometheus.io/scrape" "true" "prometheus.io/port" "80" "prometheus.io/path" "/metrics" -}}
 {{- $annotations = mergeOverwrite $annotations (fromYaml (include "dockercoins.stringMap" ($c.podAnnotations | default $v.podAnnotations | default (dict)))) -}}
@@ -216,15 +227,10 @@ spec:
   # No RNG_PORT=tcp://... and such from the Services: only the env below.
   enableServiceLinks: false
   terminationGracePeriodSeconds: {{ $grace }}
+  {{- with (include "dockercoins.securityContext" (list $v "podSecurityContext") | fromYaml) }}
   securityContext:
-    runAsNonRoot: true
-    runAsUser: 65532
-    runAsGroup: 65532
-    seccompProfile:
-      type: RuntimeDefault
-    sysctls:
-      - name: net.ipv4.ip_unprivileged_port_start
-        value: "0"
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   {{- with $v.imagePullSecrets }}
   imagePullSecrets:
     {{- range . }}
@@ -243,7 +249,20 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- with ($c.topologySpreadConstraints | default $v.topologySpreadConstraints) }}
+  topologySpreadConstraints:
+    {{- $selector := dict "matchLabels" (fromYaml (include "dockercoins.selectorLabels" $)) }}
+    {{- range . }}
+    - {{- toYaml (ternary . (merge (dict "labelSelector" $selector) .) (hasKey . "labelSelector")) | nindent 6 }}
+    {{- end }}
+  {{- end }}
+  {{- with (include "dockercoins.serviceAccountName" .root) }}
+  serviceAccountName: {{ . }}
+  {{- end }}
   containers:
+    {{- if and (eq $v.image.pullPolicy "Always") (hasPrefix "localhost/" (include "dockercoins.image" .)) }}
+    {{- fail (printf "image.pullPolicy Always with %s: the kubelet would pull it from https://localhost (ErrImagePull). Images loaded into the cluster (kind load, k3d image import) need IfNotPresent; Always needs a registry (image.registry)" (include "dockercoins.image" .)) }}
+    {{- end }}
     - name: {{ .component }}
       image: {{ include "dockercoins.image" . }}
       imagePullPolicy: {{ $v.image.pullPolicy }}
@@ -253,32 +272,84 @@ spec:
         - name: http
           containerPort: 80
           protocol: TCP
+      {{- /* Timings from probes.*: by default three readiness misses (15 s), so a Redis slow for a few seconds does not take the worker and the web UI out of their Services. */}}
       readinessProbe:
-        httpGet:
-          path: /readyz
-          port: http
-        # Three misses (15 s): a Redis slow for a few seconds does not take
-        # the worker and the web UI out of their Services.
-        periodSeconds: 5
-        timeoutSeconds: 2
-        failureThreshold: 3
+        {{- include "dockercoins.probe" (list $v "readiness" "/readyz") | nindent 8 }}
       livenessProbe:
-        httpGet:
-          path: /healthz
-          port: http
-        periodSeconds: 10
-        timeoutSeconds: 2
-        failureThreshold: 3
+        {{- include "dockercoins.probe" (list $v "liveness" "/healthz") | nindent 8 }}
+      {{- if dig "startup" "enabled" false ($v.probes | default dict) }}
+      startupProbe:
+        {{- include "dockercoins.probe" (list $v "startup" "/healthz") | nindent 8 }}
+      {{- end }}
       {{- with $c.resources }}
       resources:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+      {{- with (include "dockercoins.securityContext" (list $v "securityContext") | fromYaml) }}
       securityContext:
-        allowPrivilegeEscalation: false
-        readOnlyRootFilesystem: true
-        privileged: false
-        capabilities:
-          drop: [ALL]
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end -}}
+
+{{/*
+A security context from values (podSecurityContext, securityContext, or
+redis's), as YAML. A key missing from the values (a release installed from an
+older chart and upgraded with --reuse-values) gives the chart's defaults,
+those of the values.yaml; {} gives none. Call with (list $values "podSecurityContext")
+or (list $values.redis "securityContext" "redis").
+*/}}
+{{- define "dockercoins.securityContext" -}}
+{{- $values := index . 0 -}}
+{{- $key := index . 1 -}}
+{{- $restricted := dict "allowPrivilegeEscalation" false "readOnlyRootFilesystem" true "privileged" false "capabilities" (dict "drop" (list "ALL")) -}}
+{{- $defaults := dict
+  "podSecurityContext" (dict "runAsNonRoot" true "runAsUser" 65532 "runAsGroup" 65532 "seccompProfile" (dict "type" "RuntimeDefault") "sysctls" (list (dict "name" "net.ipv4.ip_unprivileged_port_start" "value" "0")))
+  "securityContext" $restricted
+  "redisPodSecurityContext" (dict "runAsNonRoot" true "runAsUser" 999 "runAsGroup" 999 "fsGroup" 999 "seccompProfile" (dict "type" "RuntimeDefault"))
+  "redisSecurityContext" $restricted -}}
+{{- $which := ternary (printf "redis%s" (title $key)) $key (eq (len .) 3) -}}
+{{- if hasKey $values $key -}}
+{{- toYaml (index $values $key | default dict) -}}
+{{- else -}}
+{{- toYaml (index $defaults $which) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+One probe of the four services: httpGet on the port named http, with the
+timings of probes.<which> (a release of an older chart, upgraded with
+--reuse-values, has no probes key: these defaults). Call with (list $values "readiness" "/readyz").
+*/}}
+{{- define "dockercoins.probe" -}}
+{{- $defaults := dict
+  "readiness" (dict "periodSeconds" 5 "timeoutSeconds" 2 "failureThreshold" 3)
+  "liveness" (dict "periodSeconds" 10 "timeoutSeconds" 2 "failureThreshold" 3)
+  "startup" (dict "periodSeconds" 2 "timeoutSeconds" 2 "failureThreshold" 30) -}}
+{{- $which := index . 1 -}}
+{{- $timings := dig $which (index $defaults $which) ((index . 0).probes | default dict) -}}
+{{- $probe := dict "httpGet" (dict "path" (index . 2) "port" "http") -}}
+{{- range $key, $value := omit $timings "enabled" }}
+{{- $_ := set $probe $key (int64 $value) }}
+{{- end }}
+{{- toYaml $probe -}}
+{{- end -}}
+
+{{/* "true" when the component has an HorizontalPodAutoscaler (its Deployment then has no replicas). */}}
+{{- define "dockercoins.autoscaled" -}}
+{{- $c := index .root.Values .component -}}
+{{- if and (dig "autoscaling" "enabled" false $c) (not (and (eq .component "rng") (eq .root.Values.rng.kind "DaemonSet"))) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The pods' ServiceAccount: serviceAccount.name, or the chart's own when serviceAccount.create; empty: the namespace's default. */}}
+{{- define "dockercoins.serviceAccountName" -}}
+{{- $sa := .Values.serviceAccount | default dict -}}
+{{- if $sa.create -}}
+{{- $sa.name | default (include "dockercoins.name" (dict "root" . "component" "dockercoins")) -}}
+{{- else -}}
+{{- $sa.name | default "" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* A Deployment of one of our four services. */}}
@@ -288,7 +359,11 @@ kind: Deployment
 metadata:
   {{- include "dockercoins.metadata" . | nindent 2 }}
 spec:
-  replicas: {{ int64 (index .root.Values .component).replicas }}
+  {{- /* Left out unless set: then `kubectl scale` (or an autoscaler) owns it, and helm upgrade neither resets it (Helm 3) nor conflicts with it (Helm 4). */}}
+  {{- $replicas := (index .root.Values .component).replicas }}
+  {{- if and (not (kindIs "invalid" $replicas)) (not (include "dockercoins.autoscaled" .)) }}
+  replicas: {{ int64 $replicas }}
+  {{- end }}
   selector:
     matchLabels:
       {{- include "dockercoins.selectorLabels" . | nindent 6 }}
@@ -315,4 +390,45 @@ spec:
       port: 80
       targetPort: 80
       protocol: TCP
+{{- end -}}
+
+{{- /* Bytes in a Kubernetes memory quantity (256Mi, 1Gi, 1G, 1000000). */ -}}
+{{- define "dockercoins.quantityBytes" -}}
+{{- $q := toString . -}}
+{{- $units := dict "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $q -}}
+{{- $unit := trimPrefix $number $q -}}
+{{- printf "%.0f" (mulf ($number | float64) (get $units $unit | default 1.0)) -}}
+{{- end -}}
+{{- /*
+Redis's maxmemory. Its RSS is about 1.2 times its data and a rewrite of the
+append-only file forks it, so the data may take at most half the memory
+limit: redis.maxmemory empty gives half the limit (512mb under 1Gi); a larger
+redis.maxmemory is refused, naming both keys (the kernel would kill Redis,
+which would then crash-loop replaying its append-only file). No memory limit
+and no maxmemory: no --maxmemory.
+*/ -}}
+{{- define "dockercoins.redisMaxmemory" -}}
+{{- $limit := dig "limits" "memory" "" (.resources | default dict) -}}
+{{- $set := .maxmemory | default "" -}}
+{{- $units := dict "b" 1.0 "kb" 1024.0 "mb" 1048576.0 "gb" 1073741824.0 -}}
+{{- if $limit -}}
+{{- $half := divf (include "dockercoins.quantityBytes" $limit | float64) 2.0 | floor -}}
+{{- if $set -}}
+{{- $number := regexFind "^[0-9]+" $set -}}
+{{- $bytes := mulf ($number | float64) (get $units (trimPrefix $number $set)) -}}
+{{- if gt $bytes $half -}}
+{{- fail (printf "redis.maxmemory (%s) must be at most half of redis.resources.limits.memory (%s): Redis's memory is about 1.2 times its data and an append-only file rewrite forks it, so the kernel would kill it. Raise the limit with it, or leave redis.maxmemory empty (half the limit)" $set $limit) -}}
+{{- end -}}
+{{- $set -}}
+{{- else if eq (mod (int64 $half) 1073741824) 0 -}}
+{{- printf "%dgb" (div (int64 $half) 1073741824) -}}
+{{- else if eq (mod (int64 $half) 1048576) 0 -}}
+{{- printf "%dmb" (div (int64 $half) 1048576) -}}
+{{- else -}}
+{{- printf "%d" (int64 $half) -}}
+{{- end -}}
+{{- else -}}
+{{- $set -}}
+{{- end -}}
 {{- end -}}
