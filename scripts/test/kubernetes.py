@@ -577,6 +577,9 @@ redis:
         [env_value(workload(o, a), "REDIS_SENTINEL_PRIMARY") for a in ("worker", "webui")] != ["mymaster"] * 2
         and "REDIS_SENTINEL_PRIMARY",
         env_value(workload(o, "rng"), "REDIS_SENTINELS") != "<0 entries>" and "rng REDIS_SENTINELS",
+        # A stop waits for a failover to take the last batch: most of the 30 s grace period.
+        env_value(workload(o, "worker"), "WORKER_STOP_TIMEOUT") != "25s" and "WORKER_STOP_TIMEOUT",
+        env_value(workload(o, "webui"), "WORKER_STOP_TIMEOUT") != "<0 entries>" and "webui WORKER_STOP_TIMEOUT",
         any(x["metadata"]["name"] == "redis" for x in o) and "the chart's own Redis",
     ] if p]),
     ("stop: drain, grace period, worker ignoring SIGTERM", RELEASE, """

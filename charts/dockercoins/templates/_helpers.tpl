@@ -139,6 +139,10 @@ entry with the same name is refused by server-side apply, Helm 4's way).
 {{- if $c.ignoreSigterm }}
 {{- $set = append $set (dict "name" "WORKER_IGNORE_SIGTERM" "value" "true") }}
 {{- end }}
+{{- /* With Sentinel, a stop waits for a failover to take the last batch: most of the grace period. */ -}}
+{{- if $v.redis.sentinel.addresses }}
+{{- $set = append $set (dict "name" "WORKER_STOP_TIMEOUT" "value" (printf "%ds" (max 1 (sub (int64 $v.shutdown.gracePeriodSeconds) 5)))) }}
+{{- end }}
 {{- else if eq .component "webui" }}
 {{- $set = concat $set (include "dockercoins.redisEnv" .root | fromYamlArray) }}
 {{- end }}
