@@ -510,7 +510,10 @@ replaced="the same task"
 [[ -z "$cut_now" || "$cut_now" == "$cut_cid" ]] || replaced="a new task (Swarm replaced the cut-off one)"
 check "cut: after the heal, $old ($replaced) is a replica of the new primary (ROLE $cut_role, $took s after the replicas were back)" \
   test "$cut_ok" -eq 1
-ROW[cut.note]="$old took $took_writes probe writes, refused them (NOREPLICAS) from ${refused_after:-never} s; its hashes stayed $cut_hashes0 -> $cut_hashes1; its Sentinel still named $cut_view; after the heal, $replaced: ROLE $cut_role"
+# How its tasks started (docker/redis-ha/start.sh says what the Sentinels named).
+on_mgr docker service logs --raw "${STACK}_$old" >"$WORK/$old.log" 2>&1 || true
+cut_starts="$(grep -o 'start.sh: .*' "$WORK/$old.log" | paste -sd ';' - || true)"
+ROW[cut.note]="$old took $took_writes probe writes, refused them (NOREPLICAS) from ${refused_after:-never} s; its hashes stayed $cut_hashes0 -> $cut_hashes1; its Sentinel still named $cut_view; after the heal, $replaced: ROLE $cut_role; its starts: ${cut_starts:-none logged}"
 read -r a0 a1 <<<"$(after_window)"
 fault_figures cut "$b0" "$t0" "$t1" "$a0" "$a1"
 account cut
