@@ -213,25 +213,16 @@ rebalance() { # node
 # One sample: redis's clock, hashes, and each worker's report (units, time, the
 # process that wrote it, its rng answers by instance), read at once. A worker's
 # report key is per name (worker-<slot>-<node>), which a later task may reuse;
-# the process is the one whose dockercoins:batch:<name>:<process> key was
-# written last (the one with the longest time to live left).
+# the report names the process that wrote it.
 # shellcheck disable=SC2016
 SAMPLE_LUA='local t = redis.call("TIME")
 local out = {t = tonumber(t[1]) + tonumber(t[2]) / 1000000, h = tonumber(redis.call("GET", "hashes") or "0"), w = {}}
-local procs = {}
-for _, k in ipairs(redis.call("KEYS", "dockercoins:batch:*")) do
-  local name, proc = string.match(k, "^dockercoins:batch:(.+):([^:]+)$")
-  if name then
-    local ttl = redis.call("PTTL", k)
-    if procs[name] == nil or ttl > procs[name][2] then procs[name] = {proc, ttl} end
-  end
-end
 for _, k in ipairs(redis.call("KEYS", "dockercoins:report:*")) do
   local v = redis.call("GET", k)
   if v then
     local ok, r = pcall(cjson.decode, v)
     if ok and r.instance then
-      out.w[r.instance .. "/" .. (procs[r.instance] and procs[r.instance][1] or "?")] = {r.units, r.time, r.rng}
+      out.w[r.instance .. "/" .. (r.process or "?")] = {r.units, r.time, r.rng}
     end
   end
 end

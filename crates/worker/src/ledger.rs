@@ -181,6 +181,9 @@ struct Applied {
 #[derive(Serialize)]
 struct Report<'a> {
     instance: &'a str,
+    /// This worker process's id, as in its batch record's key: a name that a
+    /// later process reuses (a Swarm slot, a pod restarted) is told apart.
+    process: &'a str,
     /// Unix seconds when written.
     time: f64,
     /// Units done since this worker started.
@@ -209,6 +212,8 @@ struct Numbering {
 
 pub struct Ledger {
     instance: String,
+    /// A random id, as the batch record's key and the report say it.
+    process: String,
     /// Where Redis keeps the number of the last batch it applied; unique per
     /// process, since batch numbers start again at 1 after a restart.
     batch_key: String,
@@ -269,6 +274,7 @@ impl Ledger {
         Ledger {
             instance: instance.to_owned(),
             batch_key: format!("dockercoins:batch:{instance}:{process}"),
+            process,
             report_key: format!("{REPORT_PREFIX}{instance}"),
             max_pending_coins,
             wait_timeout,
@@ -747,6 +753,7 @@ impl Ledger {
         let answered = lock(&self.answered);
         let report = Report {
             instance: &self.instance,
+            process: &self.process,
             time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
