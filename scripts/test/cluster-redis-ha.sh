@@ -486,9 +486,11 @@ else
     between "$(new_primary_since "$t0" "$old")" 0 "$FAILOVER_MAX"
 fi
 # min-replicas-max-lag (10 s) after the replicas' last acknowledgement (each
-# second), read by a probe that goes through two `docker exec`s about every 2 s.
-check "cut: the cut-off primary refused writes (NOREPLICAS) within 14 s (after ${refused_after:-never} s)" \
-  between "${refused_after:-999}" 0 14
+# second) before the cut took effect (cluster.sh cut applies its rules node by
+# node after t0: 1-2 s), read by a probe that goes through two `docker exec`s
+# about every 1.5 s: measured 12.3-13.5 s here.
+check "cut: the cut-off primary refused writes (NOREPLICAS) within 16 s (after ${refused_after:-never} s)" \
+  between "${refused_after:-999}" 0 16
 check "cut: the cut-off primary's hashes did not grow ($cut_hashes0 -> $cut_hashes1: no worker reached it)" test "$cut_hashes0" = "$cut_hashes1"
 wait_replicas_back cut "$t1"
 # After the heal Swarm may replace the cut-off node's task (the old container
