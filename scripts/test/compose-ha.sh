@@ -106,6 +106,16 @@ wait_hashes_above() {
   done
   return 1
 }
+# Waits up to $2 s until the Sentinels name a primary other than $1; prints it.
+wait_new_primary() {
+  local old="$1" deadline=$((SECONDS + $2)) new=""
+  while ((SECONDS < deadline)); do
+    new="$(primary)"
+    [[ -n "$new" && "$new" != "$old" ]] && { echo "$new"; return 0; }
+    sleep 0.2
+  done
+  return 1
+}
 # Waits up to $2 s until the primary $1 has both replicas online.
 wait_replicas() {
   local deadline=$((SECONDS + $2))
@@ -141,12 +151,7 @@ for round in $(seq 1 "$KILLS"); do
   docker update --restart no "$id" >/dev/null
   t0="$(now)"
   docker kill "$id" >/dev/null
-  new=""
-  while [[ -z "$new" || "$new" == "$old" ]] && awk -v t="$(elapsed "$t0" "$(now)")" 'BEGIN { exit !(t < 60) }'; do
-    new="$(primary)"
-    sleep 0.2
-  done
-  [[ -n "$new" && "$new" != "$old" ]] || abort "kill $round: no new primary within 60 s of killing $old"
+  new="$(wait_new_primary "$old" 60)" || abort "kill $round: no new primary within 60 s of killing $old"
   promoted="$(elapsed "$t0" "$(now)")"
   wait_hashes_above "$before" 60 || abort "kill $round: nothing counted within 60 s of killing $old"
   resumed="$(elapsed "$t0" "$(now)")"
@@ -161,16 +166,6 @@ done
 
 # --- the primary crashes, restart policy on, twice -------------------------------------------
 
-# Waits up to $2 s until the Sentinels name a primary other than $1; prints it.
-wait_new_primary() {
-  local old="$1" deadline=$((SECONDS + $2)) new=""
-  while ((SECONDS < deadline)); do
-    new="$(primary)"
-    [[ -n "$new" && "$new" != "$old" ]] && { echo "$new"; return 0; }
-    sleep 0.2
-  done
-  return 1
-}
 # The Redis service $1 is the primary, or a replica of the primary the Sentinels name.
 in_topology() {
   local role master named

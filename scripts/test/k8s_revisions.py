@@ -483,12 +483,16 @@ def check_sequences(charts: Path) -> None:
                      f"{got}")
 
 
+# The documented one-time step before upgrading a release of chart 0.2.0 or older
+# (`kubectl patch deploy redis`): Redis's strategy to Recreate, its rollingUpdate gone.
+REDIS_RECREATE_PATCH = {("spec", "strategy", "type"): "Recreate",
+                        ("spec", "strategy", "rollingUpdate", "maxSurge"): None,
+                        ("spec", "strategy", "rollingUpdate", "maxUnavailable"): None}
+
+
 def check_upgrade_from_earlier(charts: Path) -> None:
     """A release of an earlier chart, scaled with kubectl, upgraded to this chart as docs/kubernetes.md says."""
     here = chart_at(None, charts)
-    patch = {("spec", "strategy", "type"): "Recreate",
-             ("spec", "strategy", "rollingUpdate", "maxSurge"): None,
-             ("spec", "strategy", "rollingUpdate", "maxUnavailable"): None}
     for commit in (CHART_020_FIRST, CHART_020_LAST):
         old = chart_at(commit, charts)
         for version in (4, 3):
@@ -499,7 +503,7 @@ def check_upgrade_from_earlier(charts: Path) -> None:
             reuse = outcome(lambda: helm.upgrade(here, ROLLOUT, "--reuse-values"))
             unpatched = outcome(lambda: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
             # The documented one-time step for a release of chart 0.2.0 or older, then the upgrade.
-            cluster.update("kubectl-patch", "Deployment", "redis", patch)
+            cluster.update("kubectl-patch", "Deployment", "redis", REDIS_RECREATE_PATCH)
             upgraded = outcome(lambda: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
             replicas = cluster.field("Deployment", "worker", "spec", "replicas")
             image = cluster.field("Deployment", "worker", "spec", "template", "spec", "containers",
@@ -528,9 +532,6 @@ def check_upgrade_values_sets(charts: Path) -> None:
     """Every values set of an earlier chart (its ci/*-values.yaml), installed, then upgraded to this chart
     with the documented command (after the documented patch of deploy/redis): Helm 4 and Helm 3."""
     here = chart_at(None, charts)
-    patch = {("spec", "strategy", "type"): "Recreate",
-             ("spec", "strategy", "rollingUpdate", "maxSurge"): None,
-             ("spec", "strategy", "rollingUpdate", "maxUnavailable"): None}
     for commit in (CHART_020_FIRST, CHART_020_LAST):
         old = chart_at(commit, charts)
         results = {}
@@ -541,7 +542,7 @@ def check_upgrade_values_sets(charts: Path) -> None:
                 helm = Helm(cluster, version)
                 helm.install(old, values)
                 for kind, name in [k for k in cluster.live if k[0] == "Deployment" and k[1].endswith("redis")]:
-                    cluster.update("kubectl-patch", kind, name, patch)  # deploy/<release>-redis with prefixNames
+                    cluster.update("kubectl-patch", kind, name, REDIS_RECREATE_PATCH)  # deploy/<release>-redis with prefixNames
                 results[(path.name.removesuffix("-values.yaml"), version)] = outcome(
                     lambda: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
         bad = {f"{k[0]} (Helm {k[1]})": v for k, v in results.items() if v != "ok"}

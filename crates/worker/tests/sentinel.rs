@@ -229,40 +229,7 @@ async fn batches_no_replica_confirmed_are_sent_again_after_a_failover() {
 async fn batches_a_promoted_replica_lacks_are_sent_again() {
     let mut ha = RedisHa::start().await;
     let (_rng, _hasher, mut worker) = start_worker(&ha.sentinels()).await;
-    let old = ha.primary_port().await.expect("a primary");
-    let replicas: Vec<u16> = ha
-        .servers
-        .iter()
-        .map(|s| s.port)
-        .filter(|p| *p != old)
-        .collect();
-    let (a, b) = (replicas[0], replicas[1]);
-    let mut replica_a = connect(a).await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("replica-priority")
-        .arg("0")
-        .query_async(&mut replica_a)
-        .await
-        .expect("CONFIG SET replica-priority");
-    wait_for("hashes counted", Duration::from_secs(10), || async {
-        counted(old).await.0 > 100
-    })
-    .await;
-    let mut replica_b = connect(b).await;
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(1)
-        .query_async(&mut replica_b)
-        .await
-        .expect("REPLICAOF on B");
-    let (frozen, _) = counted(b).await;
-    wait_for(
-        "batches confirmed by replica A alone",
-        Duration::from_secs(5),
-        || async { counted(old).await.0 > frozen + 200 },
-    )
-    .await;
+    let (old, b) = lagging_replica(&ha).await;
     ha.server(old).kill().await;
     wait_for("replica B promoted", Duration::from_secs(30), || async {
         ha.primary_port().await == Some(b)
@@ -337,6 +304,47 @@ async fn a_sentinel_with_an_old_view_is_outvoted() {
             .any(|line| line.contains("redis primary changed")),
         "the worker never moved: {lines:?}"
     );
+}
+
+/// The case `WAIT 1` does not cover, set up while a worker mines: replica A
+/// may never be promoted (`replica-priority 0`) and confirms every batch,
+/// replica B stops replicating (pointed at a port where nothing listens: it
+/// keeps what it had) and misses 200 units and more. Returns the primary's
+/// and B's ports.
+async fn lagging_replica(ha: &RedisHa) -> (u16, u16) {
+    let old = ha.primary_port().await.expect("a primary");
+    let replicas: Vec<u16> = ha
+        .servers
+        .iter()
+        .map(|s| s.port)
+        .filter(|p| *p != old)
+        .collect();
+    let (a, b) = (replicas[0], replicas[1]);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("replica-priority")
+        .arg("0")
+        .query_async(&mut connect(a).await)
+        .await
+        .expect("CONFIG SET replica-priority");
+    wait_for("hashes counted", Duration::from_secs(10), || async {
+        counted(old).await.0 > 100
+    })
+    .await;
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(1)
+        .query_async(&mut connect(b).await)
+        .await
+        .expect("REPLICAOF on B");
+    let (frozen, _) = counted(b).await;
+    wait_for(
+        "batches confirmed by replica A alone",
+        Duration::from_secs(5),
+        || async { counted(old).await.0 > frozen + 200 },
+    )
+    .await;
+    (old, b)
 }
 
 /// rng and hasher in this process, and the worker binary finding Redis
@@ -502,38 +510,7 @@ async fn a_worker_stopped_during_a_failover_hands_its_batches_to_the_new_primary
     // for a replica (min-replicas-to-write), take up to some 10 s.
     let (_rng, _hasher, mut worker) =
         start_worker_with(&ha.sentinels(), &[("WORKER_STOP_TIMEOUT", "25s")]).await;
-    let old = ha.primary_port().await.expect("a primary");
-    let replicas: Vec<u16> = ha
-        .servers
-        .iter()
-        .map(|s| s.port)
-        .filter(|p| *p != old)
-        .collect();
-    let (a, b) = (replicas[0], replicas[1]);
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("replica-priority")
-        .arg("0")
-        .query_async(&mut connect(a).await)
-        .await
-        .expect("CONFIG SET replica-priority");
-    wait_for("hashes counted", Duration::from_secs(10), || async {
-        counted(old).await.0 > 100
-    })
-    .await;
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(1)
-        .query_async(&mut connect(b).await)
-        .await
-        .expect("REPLICAOF on B");
-    let (frozen, _) = counted(b).await;
-    wait_for(
-        "batches confirmed by replica A alone",
-        Duration::from_secs(5),
-        || async { counted(old).await.0 > frozen + 200 },
-    )
-    .await;
+    let (old, b) = lagging_replica(&ha).await;
     ha.server(old).kill().await;
     let (status, took) = worker.signal_and_wait("TERM").await;
     assert!(status.success(), "worker exited with {status}");
