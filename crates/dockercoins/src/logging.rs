@@ -334,6 +334,9 @@ fn format_access(
             prefix
         }
     };
+    if format == ACCESS_JSON {
+        line.extend_from_slice(b"{\"timestamp\":\"");
+    }
     line.extend_from_slice(&prefix);
     line.push(b'.');
     // The microseconds, zero-padded to six digits.
@@ -532,10 +535,11 @@ mod tests {
         String::from_utf8(buffers.line).expect("UTF-8")
     }
 
-    /// The line without its timestamp (the two were written at different times).
+    /// The line with its timestamp (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, 27
+    /// characters) replaced by `T`: the two were written at different times.
     fn untimed(line: &str) -> String {
         let at = line.find("Z").expect("a timestamp");
-        line.replacen(&line[..=at], "T", 1)
+        line.replacen(&line[at - 26..=at], "T", 1)
     }
 
     #[test]
