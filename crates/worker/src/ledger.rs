@@ -40,7 +40,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use dockercoins::CancellationToken;
 use dockercoins::redis::Redis;
 use metrics::{Counter, Gauge};
@@ -99,7 +98,8 @@ static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(APP
 pub const REPORT_PREFIX: &str = "dockercoins:report:";
 
 /// How long batches Redis took are kept, to be sent again to a Redis that
-/// turns out to lack them (a failover takes a few seconds).
+/// turns out to lack them (a failover takes a few seconds), unless their
+/// coins pass `WORKER_KEEP_COINS` first.
 const KEEP_TAKEN: Duration = Duration::from_secs(60);
 
 /// At a stop, the pause between two sends of a batch Redis did not take.
@@ -137,10 +137,19 @@ pub struct Summary {
     pub batches_restored: u64,
 }
 
+/// A coin as Redis's wallet keeps it: the hash (hex there) and the random
+/// bytes it is the SHA-256 of. 64 bytes, none on the heap: a fast worker
+/// keeps thousands (`WORKER_KEEP_COINS`).
 #[derive(Clone)]
-struct Coin {
-    hex_hash: String,
-    random_bytes: Bytes,
+pub struct Coin {
+    pub hash: [u8; 32],
+    pub random_bytes: [u8; 32],
+}
+
+impl Coin {
+    fn hex_hash(&self) -> String {
+        hex::encode(self.hash)
+    }
 }
 
 #[derive(Clone)]
@@ -219,6 +228,8 @@ pub struct Ledger {
     batch_key: String,
     report_key: String,
     max_pending_coins: usize,
+    /// Most coins kept in the batches Redis took (`WORKER_KEEP_COINS`).
+    keep_coins: usize,
     /// With Sentinel, how long `WAIT 1` waits for a replica.
     wait_timeout: Duration,
     /// At a stop, how long the last batches may wait for Redis.
@@ -237,7 +248,8 @@ pub struct Ledger {
     batches_refused: AtomicU64,
     batches_unconfirmed: AtomicU64,
     batches_restored: AtomicU64,
-    /// The batches Redis took over the last `KEEP_TAKEN`, oldest first.
+    /// The batches Redis took over the last `KEEP_TAKEN`, oldest first, at
+    /// most `keep_coins` coins in all (but always the last one).
     taken: Mutex<VecDeque<(Instant, Batch)>>,
     answered: Mutex<Answered>,
     redis_failing: AtomicBool,
@@ -255,6 +267,7 @@ impl Ledger {
     pub fn new(
         instance: &str,
         max_pending_coins: usize,
+        keep_coins: usize,
         wait_timeout: Duration,
         stop_timeout: Duration,
     ) -> Self {
@@ -277,6 +290,7 @@ impl Ledger {
             process,
             report_key: format!("{REPORT_PREFIX}{instance}"),
             max_pending_coins,
+            keep_coins,
             wait_timeout,
             stop_timeout,
             units_waiting: AtomicU64::new(0),
@@ -310,7 +324,7 @@ impl Ledger {
         self.units_unflushed.increment(1.0);
     }
 
-    pub fn coin_found(&self, hex_hash: String, random_bytes: Bytes) {
+    pub fn coin_found(&self, coin: Coin) {
         self.coins_found.fetch_add(1, Ordering::SeqCst);
         metrics::counter!("worker_coins_found_total").increment(1);
         let mut coins = lock(&self.coins_waiting);
@@ -325,12 +339,7 @@ impl Ledger {
             }
             return;
         }
-        coins.push(Coin {
-            hex_hash,
-            // A copy: the answer's bytes share the connection's whole read
-            // buffer, which a coin waiting for the flush would keep alive.
-            random_bytes: Bytes::copy_from_slice(&random_bytes),
-        });
+        coins.push(coin);
         metrics::gauge!("worker_coins_unflushed").set(coins.len() as f64);
     }
 
@@ -510,7 +519,10 @@ impl Ledger {
                 if created.len() == batch.coins.len() {
                     for (coin, created) in batch.coins.iter().zip(created) {
                         if created == 0 {
-                            tracing::info!("We already had that coin: {}...", &coin.hex_hash[..8]);
+                            tracing::info!(
+                                "We already had that coin: {}...",
+                                &coin.hex_hash()[..8]
+                            );
                         }
                     }
                 }
@@ -573,17 +585,27 @@ impl Ledger {
             || redis.generation() != self.taken_generation.load(Ordering::SeqCst)
     }
 
-    /// Keeps a batch Redis took for `KEEP_TAKEN`, and forgets older ones.
+    /// Keeps a batch Redis took, and forgets those older than `KEEP_TAKEN`
+    /// and the oldest ones past `keep_coins` coins in all: what a worker
+    /// holds is bounded however fast it mines.
     fn keep_taken(&self, batch: Batch) {
         let now = Instant::now();
         let mut taken = lock(&self.taken);
-        while taken
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > KEEP_TAKEN)
-        {
-            taken.pop_front();
-        }
+        let mut coins = batch.coins.len()
+            + taken
+                .iter()
+                .map(|(_, kept)| kept.coins.len())
+                .sum::<usize>();
         taken.push_back((now, batch));
+        while taken.len() > 1
+            && taken.front().is_some_and(|(at, _)| {
+                now.duration_since(*at) > KEEP_TAKEN || coins > self.keep_coins
+            })
+        {
+            if let Some((_, oldest)) = taken.pop_front() {
+                coins -= oldest.coins.len();
+            }
+        }
     }
 
     /// Redis has applied batches up to `applied.last` only, and batch `next`
@@ -702,9 +724,7 @@ impl Ledger {
             .arg(self.report())
             .arg(u8::from(force));
         for coin in &batch.coins {
-            invocation
-                .arg(&coin.hex_hash)
-                .arg(coin.random_bytes.as_ref());
+            invocation.arg(coin.hex_hash()).arg(&coin.random_bytes[..]);
         }
         let mut pipe = redis::pipe();
         pipe.invoke_script(&invocation);
@@ -867,7 +887,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use dockercoins::test_support::RedisServer;
 
-    use super::APPLY_BATCH;
+    use std::time::Duration;
+
+    use super::{APPLY_BATCH, Batch, Coin, Ledger, lock};
 
     /// The batch script on its own: `EVAL` of batch `number` with 5 units
     /// (totals `total`), against the record `record:w`.
@@ -941,5 +963,45 @@ mod tests {
             .await
             .expect("GET");
         assert_eq!((hashes, record.as_str()), (15, "5 25 0"));
+    }
+
+    fn batch(number: u64, coins: usize) -> Batch {
+        Batch {
+            number,
+            sent: 1,
+            units: 16 * coins as u64,
+            coins: vec![
+                Coin {
+                    hash: [0; 32],
+                    random_bytes: [0; 32],
+                };
+                coins
+            ],
+            total_units: 0,
+            total_coins: 0,
+            maybe_written: false,
+        }
+    }
+
+    /// However fast the worker mines, the batches kept for a failover hold
+    /// at most `WORKER_KEEP_COINS` coins, the newest batches first, and
+    /// always the last one.
+    #[test]
+    fn the_batches_kept_are_bounded_by_their_coins() {
+        let ledger = Ledger::new("w", 100, 10, Duration::ZERO, Duration::ZERO);
+        let kept = || -> Vec<u64> {
+            lock(&ledger.taken)
+                .iter()
+                .map(|(_, batch)| batch.number)
+                .collect()
+        };
+        for number in 1..=5 {
+            ledger.keep_taken(batch(number, 4));
+        }
+        assert_eq!(kept(), vec![4, 5], "8 coins of at most 10");
+        ledger.keep_taken(batch(6, 0));
+        assert_eq!(kept(), vec![4, 5, 6]);
+        ledger.keep_taken(batch(7, 50));
+        assert_eq!(kept(), vec![7], "the last batch stays, however many coins");
     }
 }

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 use crate::client::{Client, Connection};
-pub use crate::ledger::{Ledger, Summary};
+pub use crate::ledger::{Coin, Ledger, Summary};
 
 pub const ABOUT: &str = "DockerCoins worker: mines coins with rng and hasher, counts them in Redis";
 
@@ -99,6 +99,16 @@ pub struct Config {
     )]
     pub max_pending_coins: usize,
 
+    /// Most coins kept, with their batches, once Redis took them: sent again
+    /// if a failover promotes a replica that lacks them. Batches are kept for
+    /// a minute, or less when their coins pass this (64 bytes a coin).
+    #[arg(
+        long = "keep-coins",
+        env = "WORKER_KEEP_COINS",
+        default_value_t = 16_384
+    )]
+    pub keep_coins: usize,
+
     /// Ignore SIGTERM, as the classic worker does (Python as PID 1): a stop
     /// then waits for the orchestrator's SIGKILL. SIGINT still stops it.
     #[arg(long = "ignore-sigterm", env = "WORKER_IGNORE_SIGTERM", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
@@ -168,6 +178,7 @@ pub async fn mine(
         ledger: Arc::new(Ledger::new(
             &instance,
             config.max_pending_coins,
+            config.keep_coins,
             config.redis_wait_timeout,
             config.stop_timeout,
         )),
@@ -265,18 +276,20 @@ impl Miner {
             .hash_bytes(&mut connections.hasher, random_bytes.clone())
             .await?;
         if hex_hash.starts_with(b"0") {
-            let hex_hash = String::from_utf8_lossy(&hex_hash).into_owned();
+            let hash: [u8; 32] = Sha256::digest(&random_bytes).into();
             // Only a real coin goes to the wallet: a hasher gone wrong must not fill it.
-            if hex::encode(Sha256::digest(&random_bytes)) != hex_hash {
+            if hex::encode(hash).as_bytes() != hex_hash {
                 metrics::counter!("worker_call_errors_total", "dependency" => "hasher")
                     .increment(1);
                 return Err(format!(
                     "hasher answered {}..., not the SHA-256 of the bytes sent: no coin",
-                    &hex_hash[..8]
+                    String::from_utf8_lossy(&hex_hash[..8])
                 ));
             }
-            tracing::info!("Coin found: {}...", &hex_hash[..8]);
-            self.ledger.coin_found(hex_hash, random_bytes);
+            tracing::info!("Coin found: {}...", String::from_utf8_lossy(&hex_hash[..8]));
+            let random_bytes = <[u8; 32]>::try_from(&random_bytes[..])
+                .map_err(|_| format!("rng answered {} bytes instead of 32", random_bytes.len()))?;
+            self.ledger.coin_found(Coin { hash, random_bytes });
         }
         self.ledger.unit_done();
         Ok(())

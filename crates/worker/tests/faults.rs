@@ -188,6 +188,7 @@ fn config(rng: &Server, hasher: &Server, redis: &RedisServer) -> worker::Config 
         max_backoff: Duration::from_secs(1),
         connection_max_age: Duration::from_secs(1),
         max_pending_coins: 10_000,
+        keep_coins: 16_384,
         ignore_sigterm: false,
         redis_wait_timeout: Duration::from_secs(1),
         stop_timeout: Duration::from_secs(8),
