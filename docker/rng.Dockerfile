@@ -8,14 +8,20 @@
 # so whichever image is built first, the other three reuse its layers.
 
 FROM --platform=$BUILDPLATFORM rust:1.95-slim-bookworm AS build
-# Each binary carries the list of crates it was built from (cargo auditable:
-# compressed JSON in an ELF section, .dep-v0), so image scanners (Trivy,
-# Grype, `cargo audit bin`) see the dependencies of a scratch image. The tool
-# is compiled once per builder, in a layer of its own that no target and no
-# source change invalidates, and unoptimised (--debug): it only wraps the
-# compiler, and builds in less than half the time (docs/platforms.md).
+# With CARGO_AUDITABLE=1 (the release images; locally:
+# `CARGO_AUDITABLE=1 docker compose build`), each binary carries the list of
+# crates it was built from (cargo auditable: compressed JSON in an ELF
+# section, .dep-v0), so image scanners (Trivy, Grype, `cargo audit bin`) see
+# the dependencies of a scratch image. The tool is compiled once per builder,
+# in a layer of its own that no target and no source change invalidates, and
+# unoptimised (--debug): it only wraps the compiler. Off by default: it is a
+# build tool of 34 crates that an attendee's first `docker compose up` would
+# compile before the services (docs/compose.md#the-first-build).
+ARG CARGO_AUDITABLE=0
 RUN --mount=type=cache,id=dockercoins-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
-    cargo install --locked --debug --version 0.7.7 cargo-auditable
+    if [ "$CARGO_AUDITABLE" = 1 ]; then \
+      cargo install --locked --debug --version 0.7.7 cargo-auditable; \
+    fi
 # The images trade a little size for much faster rebuilds: no cross-crate LTO,
 # so a one-line change relinks in seconds instead of minutes, for about 0.6 MB
 # more per image. `--build-arg CARGO_PROFILE_RELEASE_LTO=thin` restores the
@@ -81,8 +87,10 @@ RUN --mount=type=cache,id=dockercoins-cargo-registry,target=/usr/local/cargo/reg
     --mount=type=cache,id=dockercoins-target-${TARGETARCH}${TARGETVARIANT},target=/src/target,sharing=locked \
     triple="$(cat /target-triple)" \
  && find crates -type f -exec touch {} + \
+ && set -- build \
+ && if [ "$CARGO_AUDITABLE" = 1 ]; then set -- auditable build; fi \
  && RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo auditable build --release --locked --workspace --target "$triple" --config /target-cargo.toml \
+    cargo "$@" --release --locked --workspace --target "$triple" --config /target-cargo.toml \
  && mkdir -p /out \
  && for bin in rng hasher worker webui; do \
       cp "target/$triple/release/$bin" /out/; \

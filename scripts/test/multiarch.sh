@@ -86,6 +86,9 @@ export RUST_ARM64_IMAGE="${RUST_ARM64_IMAGE:-dockercoins-seed/rust:1.95-slim-boo
 SKIP_SEED="${SKIP_SEED:-0}"
 # Engine 20.10 miscounts endpoints when many containers start at once (see compose-e2e.sh).
 export COMPOSE_PARALLEL_LIMIT="${COMPOSE_PARALLEL_LIMIT:-1}"
+# The images as the release builds them: each binary with its dependency list
+# (cargo auditable), checked in part 3.
+export CARGO_AUDITABLE=1
 SERVICES=(rng hasher worker webui)
 TRIPLE=aarch64-unknown-linux-gnu
 # The platforms: the machine's own and the two emulated ones, by the tag suffix

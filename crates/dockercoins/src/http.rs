@@ -19,6 +19,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use axum::serve::{IncomingStream, Listener, ListenerExt};
+use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
@@ -177,7 +178,22 @@ fn instance_header(instance: &str) -> HeaderValue {
 /// `SHUTDOWN_TIMEOUT`. While the service drains (between SIGTERM and the
 /// shutdown token), it serves as before, new connections included, and only
 /// `/readyz` changes: 503.
-pub async fn serve(service: Service, routes: Routes, readiness: Readiness) -> Result<(), String> {
+///
+/// A boxed future: the server (axum's, hyper's and tokio's generic code) is
+/// compiled once, here, not again in every service that awaits it.
+pub fn serve(
+    service: Service,
+    routes: Routes,
+    readiness: Readiness,
+) -> BoxFuture<'static, Result<(), String>> {
+    Box::pin(serve_routes(service, routes, readiness))
+}
+
+async fn serve_routes(
+    service: Service,
+    routes: Routes,
+    readiness: Readiness,
+) -> Result<(), String> {
     let Service {
         instance,
         listener,

@@ -20,6 +20,7 @@ use std::future::Future;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use futures_util::future::LocalBoxFuture;
 pub use tokio_util::sync::CancellationToken;
 
 pub use config::Common;
@@ -68,16 +69,39 @@ pub struct Service {
 
 /// The whole life of a service binary. `run` returns when the service has
 /// stopped; its error, if any, is logged and turns into exit code 1.
+///
+/// Only the parsing of the service's own knobs is generic: the rest is
+/// [`run_service`], compiled once, here, for the four services.
 pub fn main<C, F, Fut>(name: &'static str, about: &'static str, run: F) -> ExitCode
 where
-    C: Args + std::fmt::Debug,
-    F: FnOnce(C, Service) -> Fut,
-    Fut: Future<Output = Result<(), String>>,
+    C: Args + std::fmt::Debug + 'static,
+    F: FnOnce(C, Service) -> Fut + 'static,
+    Fut: Future<Output = Result<(), String>> + 'static,
 {
     let cli: Cli<C> = match config::parse(name, about) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    let knobs = format!("{:?}", cli.service);
+    let service = cli.service;
+    run_service(
+        name,
+        cli.common,
+        cli.command,
+        knobs,
+        Box::new(move |handed| Box::pin(run(service, handed))),
+    )
+}
+
+/// What a service does once it has its knobs: the `healthcheck` subcommand,
+/// or logging, metrics, the listener, the signals, then `run`.
+fn run_service(
+    name: &'static str,
+    common: Common,
+    command: Option<Command>,
+    knobs: String,
+    run: Box<dyn FnOnce(Service) -> LocalBoxFuture<'static, Result<(), String>>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -86,37 +110,32 @@ where
         }
     };
     let code = runtime.block_on(async move {
-        if let Some(Command::Healthcheck { port, url }) = cli.command {
-            let port = port.unwrap_or(cli.common.port);
+        if let Some(Command::Healthcheck { port, url }) = command {
+            let port = port.unwrap_or(common.port);
             let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{port}/healthz"));
             return healthcheck::run(&url).await;
         }
-        logging::init(&cli.common);
+        logging::init(&common);
         metrics::install_for(name);
-        let listener = match http::bind(cli.common.port).await {
+        let listener = match http::bind(common.port).await {
             Ok(listener) => listener,
             Err(err) => {
-                tracing::error!("cannot listen on port {}: {err}", cli.common.port);
+                tracing::error!("cannot listen on port {}: {err}", common.port);
                 return ExitCode::FAILURE;
             }
         };
-        let stop = shutdown::on_signal(cli.common.shutdown_drain);
-        let instance = cli.common.instance();
-        tracing::info!(
-            instance,
-            port = cli.common.port,
-            "{name} starting with {:?}",
-            cli.service
-        );
+        let stop = shutdown::on_signal(common.shutdown_drain);
+        let instance = common.instance();
+        tracing::info!(instance, port = common.port, "{name} starting with {knobs}");
         let service = Service {
             instance,
             listener,
             shutdown: stop.shutdown,
             draining: stop.draining,
             ignore_sigterm: stop.ignore_sigterm,
-            common: cli.common,
+            common,
         };
-        match run(cli.service, service).await {
+        match run(service).await {
             Ok(()) => {
                 tracing::info!("{name} stopped");
                 ExitCode::SUCCESS

@@ -25,7 +25,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use clap::Args;
-use futures_util::future::join_all;
+use futures_util::future::{BoxFuture, join_all};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError};
 use tokio::sync::{Mutex, Notify};
@@ -197,7 +197,14 @@ impl Redis {
     }
 
     /// A connection, opening one if none is open. Cheap to call per request.
-    pub async fn connection(&self) -> Result<ConnectionManager, RedisError> {
+    ///
+    /// A boxed future: the connecting code (the redis crate's, generic) is
+    /// compiled once, here, not again in every service that awaits it.
+    pub fn connection(&self) -> BoxFuture<'_, Result<ConnectionManager, RedisError>> {
+        Box::pin(self.open_connection())
+    }
+
+    async fn open_connection(&self) -> Result<ConnectionManager, RedisError> {
         let mut slot = self.inner.connection.lock().await;
         if let Some(manager) = slot.as_ref() {
             return Ok(manager.clone());
