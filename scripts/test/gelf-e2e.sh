@@ -17,13 +17,16 @@
 #   hasher, worker, webui, redis) arrive, each with its container name, the
 #   stack, service, task and node ID, and the node's name as `host`; the
 #   worker's "N units of work done, updating hash counter" lines arrive as the
-#   engine's own copy has them (`docker logs`);
+#   engine's own copy has them (`docker logs`); `docker service logs` still
+#   works;
 # - at the same time, the Compose project $PROJECT (compose.yaml +
 #   compose.gelf.yaml, LOG_FORMAT=json): every service's lines, with the
 #   project and service labels;
 # - the stack removed and deployed again with LOG_FORMAT=json: the same
 #   checks, and every line of our four services is a JSON object, the
-#   worker's with that message.
+#   worker's with that message; then the lesson's own command,
+#   `docker service update <stack>_rng --log-driver gelf --log-opt gelf-address=...`:
+#   the new rng task's lines arrive, without the labels.
 # Everything it started is removed on exit, whatever happens: the stack, the
 # Compose project, their volumes, the receiver, and the swarm if it made one.
 #
@@ -143,6 +146,7 @@ summary() {
     "GELF messages per service (Compose, json)" "${FIGURE[compose_counts]:-?}" \
     "stack deploy -> every service's lines (json)" "${FIGURE[json_wait]:-?} s" \
     "GELF messages per service (json)" "${FIGURE[json_counts]:-?}" \
+    "the lesson's service update -> rng's new lines" "${FIGURE[lesson_update]:-?} s" \
     "messages received / chunked / errors" "${FIGURE[totals]:-?}" \
     "whole run" "$((SECONDS - STARTED)) s"
   echo "$PASSED passed, $FAILED failed"
@@ -233,7 +237,7 @@ fi
 python3 "$ROOT/scripts/test/gelf_receiver.py" --port "$GELF_PORT" --out "$OUT" 2>"$DIR/receiver.log" &
 RECEIVER_PID=$!
 for _ in $(seq 1 50); do
-  if grep -q listening "$DIR/receiver.log"; then break; fi
+  if grep -qs listening "$DIR/receiver.log"; then break; fi
   kill -0 "$RECEIVER_PID" 2>/dev/null || break
   sleep 0.1
 done
@@ -386,6 +390,28 @@ service_logs_show_units() {
   grep -Eq "$UNITS" <<<"$lines"
 }
 
+# The lesson's own command on one service: `docker service update <stack>_rng
+# --log-driver gelf --log-opt gelf-address=...`. Swarm replaces the rng task,
+# and the new task's lines arrive, without the labels: the flags replace the
+# service's whole set of log options.
+lesson_update() {
+  local from t0 took deadline n
+  from="$(received_lines)"
+  log "docker service update ${STACK}_rng --log-driver gelf --log-opt gelf-address=$GELF_ADDRESS (the lesson's command)"
+  t0="$(now)"
+  docker service update --detach --quiet --log-driver gelf --log-opt "gelf-address=$GELF_ADDRESS" "${STACK}_rng" >/dev/null ||
+    { fail "docker service update --log-driver gelf ${STACK}_rng"; return 0; }
+  deadline=$((SECONDS + WAIT_SECONDS))
+  while n="$(tail -n "+$((from + 1))" "$OUT" | jq -s --arg p "${STACK}_rng." \
+    '[.[] | .gelf | select((._container_name | startswith($p)) and (has("_com.docker.swarm.service.name") | not))] | length')" &&
+    ((n == 0 && SECONDS < deadline)); do
+    sleep 0.5
+  done
+  took="$(elapsed "$t0" "$(now)")"
+  FIGURE[lesson_update]="$took"
+  check "the new rng task's lines arrived ${took} s after the update ($n), named by container only: no labels without labels=" test "$n" -gt 0
+}
+
 # Deploys the stack in FORMAT, waits for every service's lines, checks them.
 stack_phase() { # FORMAT
   local format="$1" from t0 took file="$DIR/stack-$1.jsonl"
@@ -419,6 +445,7 @@ stack_phase() { # FORMAT
     check "'docker service logs' still shows the worker's lines beside the gelf driver" service_logs_show_units
     check_compose
   fi
+  if [[ "$format" == json ]]; then lesson_update; fi
   log "docker stack rm $STACK"
   docker stack rm "$STACK" >/dev/null
   if [[ "$format" == text ]]; then stop_compose; fi
