@@ -8,9 +8,6 @@
 # Steps: static checks of stack.gelf.yaml, compose.gelf.yaml and
 # docker/elk/elk.yaml; the receiver's self-test; the receiver on
 # 127.0.0.1:$GELF_PORT; then
-# - chunking: a container prints one long incompressible line through the
-#   gelf driver, once per compression type (gzip, zlib, none): each arrives
-#   whole, in several chunks;
 # - the stack $STACK (stack.yaml + scripts/test/swarm-override.yaml +
 #   stack.gelf.yaml, the local images localhost/dockercoins/*) on this
 #   machine's Swarm, in the text log format: every service's lines (rng,
@@ -21,7 +18,9 @@
 #   works;
 # - at the same time, the Compose project $PROJECT (compose.yaml +
 #   compose.gelf.yaml, LOG_FORMAT=json): every service's lines, with the
-#   project and service labels;
+#   project and service labels; and chunking: a container prints one long
+#   incompressible line through the gelf driver, once per compression type
+#   (gzip, zlib, none): each arrives whole, in several chunks;
 # - the stack removed and deployed again with LOG_FORMAT=json: the same
 #   checks, and every line of our four services is a JSON object, the
 #   worker's with that message; then the lesson's own command,
@@ -424,7 +423,10 @@ stack_phase() { # FORMAT
     fail "docker stack deploy ($format)"
     return 1
   fi
-  if [[ "$format" == text ]]; then start_compose; fi
+  if [[ "$format" == text ]]; then
+    start_compose
+    chunk_phase # while the services start
+  fi
   if took="$(wait_every_service "$from" stack "$format" "$t0")"; then
     FIGURE[${format}_wait]="$took"
     pass "every service's lines arrived, the worker's units line among them, ${took} s after 'stack deploy'"
@@ -504,7 +506,7 @@ chunked_as() { [[ "$1" =~ ^([0-9]+)\ (.*)$ ]] && ((BASH_REMATCH[1] > 1)) && [[ "
 chunk_phase() {
   local c line from file="$DIR/chunks.jsonl" got chunks=()
   log "a long incompressible line through the gelf driver, per compression type"
-  from="$(received_lines)"
+  from="$(received_lines)"  # the stack's and Compose's lines come in too: told apart by container name
   line="$(head -c 4500 /dev/urandom | base64 -w 0)"
   for c in gzip zlib none; do
     printf '%s\n' "$line" | docker run --rm -i --name "dcgelf-chunk-$c" --log-driver gelf \
@@ -523,7 +525,6 @@ chunk_phase() {
   FIGURE[chunks]="${chunks[*]}"
 }
 
-chunk_phase
 stack_phase text
 stack_phase json
 
