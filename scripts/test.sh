@@ -93,6 +93,8 @@ suite_lint() {
         [ "$file" = stack.yaml ] && docker stack config -c stack.yaml >/dev/null && continue
         docker stack config -c stack.yaml -c "$file" >/dev/null
     done
+    # The ELK stack of docs/logging.md stands alone: not an override of stack.yaml.
+    docker stack config -c docker/elk/elk.yaml >/dev/null
 }
 # The workspace is compiled once, in the test profile: `cargo test` builds the
 # four binaries too, and the native suites run those. Their measurements are
@@ -116,7 +118,10 @@ suite_compose-faults() {
     scripts/test/compose-ha.sh
 }
 suite_compose-prometheus() { scripts/test/compose-prometheus.sh; }
-suite_swarm() { scripts/test/swarm-e2e.sh; }
+suite_swarm() {
+    scripts/test/swarm-e2e.sh
+    scripts/test/gelf-e2e.sh
+}
 suite_cluster() { scripts/test/cluster-e2e.sh; }
 suite_kubernetes() { scripts/test/kubernetes.sh; }
 suite_multiarch() { scripts/test/multiarch.sh; }
