@@ -25,6 +25,8 @@
 # added (the two services and the config; the stack if it deployed it), or,
 # when it made the cluster or was handed it, takes the cluster down and checks
 # that nothing of it is left.
+# The queries are run once every target was scraped twice (a rate needs two
+# samples), each retried until it answers, for WAIT_SECONDS at most.
 #
 # Usage: scripts/test/cluster-metrics.sh
 # Env:   NODES            nodes of a cluster it starts (default 3)
@@ -127,6 +129,7 @@ summary() {
     "images into every node (${IMAGES[*]})" "${FIGURE[load]:-?} s" \
     "stack deploy -> every target UP" "${FIGURE[targets_s]:-?} s" \
     "targets UP (by job)" "${FIGURE[targets]:-?}" \
+    "mining speed, sum(irate(worker_units_total[1m]))" "${FIGURE[speed]:-?} hashes/s" \
     "queries answered with data" "${FIGURE[answered]:-?}" \
     "  (run after the targets were UP)" "${FIGURE[queries_s]:-?} s" \
     "scripts/cluster.sh down" "${FIGURE[down]:-kept up (KEEP_CLUSTER=1)}" \
@@ -273,6 +276,16 @@ nodenames() {
   query 'count by (nodename) (node_uname_info)' | jq -r '.data.result[] | "\(.metric.nodename)=\(.value[1])"' | sort -V | xargs
 }
 check "node_uname_info: each node once ($(nodenames))" test "$(nodenames)" == "$(node_names | sed 's/$/=1/' | xargs)"
+
+# Rates need two samples in their window: every target scraped twice at least.
+two_samples() {
+  [[ "$(query 'count(count_over_time(up[1m]) >= 2)' | jq -r '.data.result[0].value[1] // 0')" == "$(query 'count(up)' | jq -r '.data.result[0].value[1] // -1')" ]]
+}
+check "every target scraped twice at least" within "$WAIT_SECONDS" two_samples
+# irate: the last two samples (rate over [1m] reads low until Prometheus has a minute of them).
+speed="$(query 'sum(irate(worker_units_total[1m]))' | jq -r '.data.result[0].value[1] // 0')"
+FIGURE[speed]="$(awk -v s="$speed" 'BEGIN { printf "%.1f", s }')"
+check "the mining speed in Prometheus: ${FIGURE[speed]} hashes/s ($WORKERS workers, $NODES rng)" between "$speed" 1 1000
 
 # --- the dashboard's queries and the chapter's -----------------------------------------------------
 
