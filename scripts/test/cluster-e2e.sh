@@ -273,7 +273,7 @@ summary() {
   done
   printf '  %-52s %s\n' \
     "fewest workers measured reaching $RATE_N_MIN hashes/s" "${FIGURE[needed]:-?}" \
-    "scripts/cluster.sh down" "${FIGURE[down]:+${FIGURE[down]} s}${FIGURE[down]:-kept up (KEEP_CLUSTER=1)}" \
+    "scripts/cluster.sh down" "$(if ((CLUSTER_KEPT)); then echo "kept up (KEEP_CLUSTER=1)"; else echo "${FIGURE[down]:-?} s"; fi)" \
     "whole e2e run" "$((SECONDS - STARTED)) s"
   echo "$PASSED passed, $FAILED failed"
 }
