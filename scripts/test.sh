@@ -122,7 +122,14 @@ suite_swarm() {
     scripts/test/swarm-e2e.sh
     scripts/test/gelf-e2e.sh
 }
-suite_cluster() { scripts/test/cluster-e2e.sh; }
+# One cluster for both: cluster-e2e leaves it up (KEEP_CLUSTER=1), cluster-metrics
+# adds Prometheus to its stack and takes it down (or starts its own if none is up).
+suite_cluster() {
+    local status=0
+    KEEP_CLUSTER=1 scripts/test/cluster-e2e.sh || status=$?
+    REUSE_CLUSTER=1 scripts/test/cluster-metrics.sh || status=$?
+    return "$status"
+}
 suite_kubernetes() { scripts/test/kubernetes.sh; }
 suite_multiarch() { scripts/test/multiarch.sh; }
 suite_cluster-faults() { scripts/test/cluster-faults.sh; }

@@ -17,8 +17,9 @@
 # count}) over the measurement, and the web UI's cluster view (/history) lists
 # the same instances. Then fewer workers ($SWEEP) with the global rng show how
 # many are needed. Finally `scripts/cluster.sh down`, and nothing of the
-# cluster is left: containers, network, the nodes' cgroups.
-# The cluster is taken down on exit whatever happens (if this test made it).
+# cluster is left: containers, network, the nodes' cgroups (unless KEEP_CLUSTER=1).
+# The cluster is taken down on exit whatever happens (if this test made it),
+# unless KEEP_CLUSTER=1 and the test got to its end.
 #
 # Rates are measured over RATE_SECONDS (>= 15) with the web UI's /json (hashes
 # and its clock), after SETTLE_SECONDS.
@@ -36,6 +37,9 @@
 #        TAG, BUILD     passed to scripts/cluster.sh (BUILD=auto|always|never, default auto)
 #        WAIT_SECONDS   longest wait for a service to converge (default 150)
 #        SKIP_SEED=1    do not run seed-images.sh / compose-plugin.sh
+#        KEEP_CLUSTER=1 leave the cluster up at the end, the stack deployed ($SWEEP's
+#                       last worker count), for REUSE_CLUSTER=1 scripts/test/cluster-metrics.sh,
+#                       which takes it down (the `cluster` suite); on an abort it is taken down
 #        CLUSTER_NETWORK, CLUSTER_SUBNET, NODE_PREFIX, NODE_IMAGE: see scripts/cluster.sh
 
 # Most checks are functions run through check(); shellcheck cannot see those calls.
@@ -66,6 +70,7 @@ export TAG="${TAG:-latest}"
 export BUILD="${BUILD:-auto}"
 WAIT_SECONDS="${WAIT_SECONDS:-150}"
 SKIP_SEED="${SKIP_SEED:-0}"
+KEEP_CLUSTER="${KEEP_CLUSTER:-0}"
 export CLUSTER_NETWORK="${CLUSTER_NETWORK:-dockercoins-cluster}"
 export NODE_PREFIX="${NODE_PREFIX:-node}"
 CLUSTER="$ROOT/scripts/cluster.sh"
@@ -78,16 +83,19 @@ STARTED=$SECONDS
 TEST_NAME=cluster-e2e
 # shellcheck source=scripts/test/lib.sh
 source "$ROOT/scripts/test/lib.sh"
+# shellcheck source=scripts/test/cluster-lib.sh
+source "$ROOT/scripts/test/cluster-lib.sh"
 declare -A FIGURE=()
 CLUSTER_CREATED=0
 CLUSTER_DOWN=0
+CLUSTER_KEPT=0
 
 
 cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
-  if ((CLUSTER_CREATED && !CLUSTER_DOWN)); then
+  if ((CLUSTER_CREATED && !CLUSTER_DOWN && !CLUSTER_KEPT)); then
     log "cleaning up: scripts/cluster.sh down"
     "$CLUSTER" down >/dev/null
   fi
@@ -265,7 +273,7 @@ summary() {
   done
   printf '  %-52s %s\n' \
     "fewest workers measured reaching $RATE_N_MIN hashes/s" "${FIGURE[needed]:-?}" \
-    "scripts/cluster.sh down" "${FIGURE[down]:-?} s" \
+    "scripts/cluster.sh down" "$(if ((CLUSTER_KEPT)); then echo "kept up (KEEP_CLUSTER=1)"; else echo "${FIGURE[down]:-?} s"; fi)" \
     "whole e2e run" "$((SECONDS - STARTED)) s"
   echo "$PASSED passed, $FAILED failed"
 }
@@ -421,38 +429,13 @@ done
 
 # --- down ----------------------------------------------------------------------------------------
 
-log "scripts/cluster.sh down"
-inner_ids=()
-for i in $(seq 1 "$NODES"); do
-  for id in $(docker exec "${NODE_PREFIX}$i" docker ps -aq --no-trunc 2>/dev/null); do inner_ids+=("$id"); done
-done
-node_volumes="$(docker ps -aq --filter "label=$LABEL" | xargs -r docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' | xargs)"
-check "the nodes use no Docker volume (their engines' data is on tmpfs)" test -z "$node_volumes"
-t0=$SECONDS
-if "$CLUSTER" down > >(sed 's/^/    /'); then
-  CLUSTER_DOWN=1
-  FIGURE[down]=$((SECONDS - t0))
-  pass "scripts/cluster.sh down in ${FIGURE[down]} s"
+if [[ "$KEEP_CLUSTER" == 1 ]]; then
+  CLUSTER_KEPT=1
+  log "KEEP_CLUSTER=1: the cluster and the stack stay up; REUSE_CLUSTER=1 scripts/test/cluster-metrics.sh uses them and takes them down (or: scripts/cluster.sh down)"
 else
-  fail "scripts/cluster.sh down"
+  log "scripts/cluster.sh down"
+  cluster_down_checked
+  FIGURE[down]="$DOWN_SECONDS"
 fi
-no_nodes_left() {
-  local i
-  [[ -z "$(docker ps -aq --filter "label=$LABEL")" ]] || return 1
-  for i in $(seq 1 "$NODES"); do
-    if docker container inspect "${NODE_PREFIX}$i" >/dev/null 2>&1; then return 1; fi
-  done
-}
-check "no node container is left" no_nodes_left
-check "the network $CLUSTER_NETWORK is gone" bash -c "! docker network inspect '$CLUSTER_NETWORK' >/dev/null 2>&1"
-no_cgroups_left() {
-  local id dir
-  for id in "${inner_ids[@]}"; do
-    for dir in /sys/fs/cgroup/*/docker/"$id" /sys/fs/cgroup/docker/"$id"; do
-      if [[ -d "$dir" ]]; then echo "    left: $dir"; return 1; fi
-    done
-  done
-}
-check "none of the ${#inner_ids[@]} containers the nodes ran left a cgroup behind" no_cgroups_left
 
 finish

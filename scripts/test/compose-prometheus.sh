@@ -4,13 +4,14 @@
 # worker's replicas by DNS (3, then 5 after `--scale worker=5`).
 #
 # No registry is reachable here, so when `prom/prometheus:v3.5.0` is not on the
-# machine this makes a look-alike from Debian's `prometheus` package (its binary
-# and the two libraries it links, FROM scratch, run as nobody like the official
-# image), labelled org.dockercoins.seeded; a real image is never replaced.
+# machine, `scripts/test/seed-images.sh prometheus` makes a look-alike from
+# Debian's `prometheus` package (its binary and the libraries it links, FROM
+# scratch, run as nobody like the official image), labelled
+# org.dockercoins.seeded; a real image is never replaced.
 #
 # Usage: scripts/test/compose-prometheus.sh
 # Needs: the images of compose.yaml (scripts/test/seed-images.sh redis rust, then
-# `docker compose build`), Docker Compose v2, curl, python3, prometheus (Debian).
+# `docker compose build`), Docker Compose v2, curl, python3; root (seed-images.sh).
 # Environment: PROJECT (dockercoins-prom), PORT_BASE (22750: webui, rng, hasher,
 # Prometheus on PORT_BASE..PORT_BASE+3), PROMETHEUS_IMAGE (prom/prometheus:v3.5.0),
 # WAIT_SECONDS (90).
@@ -59,37 +60,8 @@ docker image inspect redis:7 >/dev/null 2>&1 \
     || { echo "redis:7 is missing: run scripts/test/seed-images.sh redis first" >&2; exit 2; }
 
 # --- A Prometheus image --------------------------------------------------------
-if docker image inspect "$PROMETHEUS_IMAGE" >/dev/null 2>&1; then
-    echo "using $PROMETHEUS_IMAGE already on this machine"
-else
-    if ! command -v prometheus >/dev/null; then
-        apt-get update -qq && apt-get install -y -qq prometheus >/dev/null
-    fi
-    echo "making a look-alike of $PROMETHEUS_IMAGE from Debian's prometheus $(prometheus --version 2>&1 | head -1 | cut -d' ' -f3)"
-    mkdir -p "$work/image/bin" "$work/image/lib" "$work/image/prometheus"
-    cp "$(command -v prometheus)" "$work/image/bin/prometheus"
-    ldd "$(command -v prometheus)" | awk '/=>/ { print $3 } /^\t\/lib/ { print $1 }' | while read -r lib; do
-        mkdir -p "$work/image/lib/$(dirname "$lib")"
-        cp -L "$lib" "$work/image/lib/$lib"
-    done
-    cat >"$work/image/Dockerfile" <<'EOF'
-FROM scratch
-COPY lib/ /
-COPY bin/prometheus /bin/prometheus
-COPY --chown=65534:65534 prometheus/ /prometheus/
-USER 65534:65534
-EXPOSE 9090
-VOLUME ["/prometheus"]
-WORKDIR /prometheus
-ENTRYPOINT ["/bin/prometheus"]
-CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
-EOF
-    # The legacy builder: the docker client here has no buildx.
-    DOCKER_BUILDKIT=0 docker build -q -t "$PROMETHEUS_IMAGE" \
-        --label org.dockercoins.seeded=1 \
-        --label "org.opencontainers.image.description=Local look-alike of $PROMETHEUS_IMAGE made by scripts/test/compose-prometheus.sh" \
-        "$work/image" >/dev/null
-fi
+# The real one where it is here; else a look-alike (scripts/test/seed-images.sh).
+PROMETHEUS_IMAGE="$PROMETHEUS_IMAGE" "$root/scripts/test/seed-images.sh" prometheus
 
 # --- DockerCoins with Prometheus, 3 workers -----------------------------------------
 started=yes

@@ -18,8 +18,7 @@
 #   registry:2               Debian's docker-registry (Distribution 2.8) on
 #                            :5000, no auth
 #
-# One more, for the emulated arm64 build (scripts/test/multiarch.sh emulated),
-# only when asked for:
+# More, only when asked for:
 #
 #   rust-arm64  $RUST_ARM64_IMAGE, a linux/arm64 Rust builder: Debian trixie
 #               arm64 with gcc, libc6-dev and rustc/cargo from trixie-backports
@@ -27,13 +26,24 @@
 #               the official image's CARGO_HOME and this machine's CA bundle.
 #               Its own tag: the engine keeps one image per tag, and the amd64
 #               rust:1.95-slim-bookworm must stay. Runs under QEMU (binfmt).
+#               For the emulated arm64 build (scripts/test/multiarch.sh emulated).
+#   prometheus     $PROMETHEUS_IMAGE: Debian's prometheus (2.42) laid out like
+#                  the official image: /bin/prometheus FROM scratch with the
+#                  libraries it links, /prometheus owned by nobody, run as
+#                  nobody, the official entrypoint and command.
+#   node-exporter  $NODE_EXPORTER_IMAGE: Debian's prometheus-node-exporter
+#                  (1.5.0) as /bin/node_exporter, likewise, on :9100.
+#               These two come from the packages' .deb files (apt-get download,
+#               kept under $SEED_CACHE_DIR): nothing is installed on this
+#               machine and no service is started. For the Prometheus suites
+#               (compose-prometheus, cluster: scripts/test/cluster-metrics.sh).
 #
 # An image that already exists is left alone: a seeded one (label
 # org.dockercoins.seeded) of the current seed version, or a real one (no label).
 # Root filesystems are cached under $SEED_CACHE_DIR, so a re-run after
 # `docker rmi` only re-imports. Needs root (debootstrap).
 #
-# Usage: scripts/test/seed-images.sh [rust|redis|registry|rust-arm64 ...]   (default: the first three)
+# Usage: scripts/test/seed-images.sh [rust|redis|registry|rust-arm64|prometheus|node-exporter ...]   (default: the first three)
 # Env:   SEED_CACHE_DIR  (default /var/cache/dockercoins-seed)
 #        DEBIAN_MIRROR   (default: debootstrap's own mirror)
 #        DEBIAN_SUITE    (default bookworm)
@@ -41,10 +51,12 @@
 #        REDIS_IMAGE     (default redis:7)
 #        REGISTRY_IMAGE  (default registry:2)
 #        RUST_ARM64_IMAGE (default dockercoins-seed/rust:1.95-slim-bookworm-arm64)
+#        PROMETHEUS_IMAGE (default prom/prometheus:v3.5.0)
+#        NODE_EXPORTER_IMAGE (default prom/node-exporter:v1.9.1)
 #        SEED_FORCE=1    re-import seeded images even if present (never replaces real ones)
 set -euo pipefail
 
-usage() { echo "usage: $0 [rust|redis|registry|rust-arm64 ...]   (seeds local look-alikes of the public base images; default: all)"; }
+usage() { echo "usage: $0 [rust|redis|registry|rust-arm64|prometheus|node-exporter ...]   (seeds local look-alikes of the public base images; default: all)"; }
 
 SEED_CACHE_DIR="${SEED_CACHE_DIR:-/var/cache/dockercoins-seed}"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-}"
@@ -53,6 +65,8 @@ RUST_IMAGE="${RUST_IMAGE:-rust:1.95-slim-bookworm}"
 REDIS_IMAGE="${REDIS_IMAGE:-redis:7}"
 REGISTRY_IMAGE="${REGISTRY_IMAGE:-registry:2}"
 RUST_ARM64_IMAGE="${RUST_ARM64_IMAGE:-dockercoins-seed/rust:1.95-slim-bookworm-arm64}"
+PROMETHEUS_IMAGE="${PROMETHEUS_IMAGE:-prom/prometheus:v3.5.0}"
+NODE_EXPORTER_IMAGE="${NODE_EXPORTER_IMAGE:-prom/node-exporter:v1.9.1}"
 SEED_FORCE="${SEED_FORCE:-0}"
 # Bump a look-alike's number when what it contains changes: an older seeded
 # image is then re-imported. (Each has its own: a new rust image would make
@@ -63,6 +77,8 @@ seed_version() {
     redis) echo 2 ;;
     registry) echo 1 ;;
     rust-arm64) echo 1 ;;
+    prometheus) echo 1 ;;
+    node-exporter) echo 1 ;;
   esac
 }
 SEED_LABEL=org.dockercoins.seeded
@@ -74,7 +90,7 @@ targets=()
 for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
-    rust | redis | registry | rust-arm64) targets+=("$arg") ;;
+    rust | redis | registry | rust-arm64 | prometheus | node-exporter) targets+=("$arg") ;;
     *) usage >&2; exit 2 ;;
   esac
 done
@@ -403,6 +419,63 @@ legacy_docker() {
   fi
 }
 
+# --- prometheus, node-exporter (FROM scratch, from Debian's .deb) -------------
+
+# A binary of a Debian package ($2, path $3 inside it) FROM scratch, with the
+# libraries it links, as image $4, named like the official one's (/bin/$5);
+# the rest of the Dockerfile ($6) follows the official image's.
+scratch_image() {
+  local name="$1" package="$2" path="$3" image="$4" as="$5" tail="$6"
+  local dir="$SEED_CACHE_DIR/$name" deb ctx lib rc=0
+  mkdir -p "$dir"
+  if ! compgen -G "$dir/${package}_*.deb" >/dev/null; then
+    log "$name: apt-get download $package"
+    (cd "$dir" && apt-get download -q "$package" >/dev/null 2>&1) ||
+      { apt-get -o DPkg::Lock::Timeout=600 update -qq || true; (cd "$dir" && apt-get download "$package"); } ||
+      die "$name: apt-get download $package failed"
+  fi
+  deb="$(compgen -G "$dir/${package}_*.deb" | sort -V | tail -n 1)"
+  rm -rf "$dir/root"
+  dpkg-deb -x "$deb" "$dir/root"
+  ctx="$(mktemp -d "$dir/ctx.XXXXXX")"
+  mkdir -p "$ctx/bin" "$ctx/lib" "$ctx/data"
+  cp "$dir/root$path" "$ctx/bin/$as"
+  for lib in $(ldd "$dir/root$path" | awk '/=>/ { print $3 } /^\t\/lib/ { print $1 }'); do
+    mkdir -p "$ctx/lib$(dirname "$lib")"
+    cp -L "$lib" "$ctx/lib$lib"
+  done
+  {
+    echo "FROM scratch"
+    echo "COPY lib/ /"
+    echo "COPY bin/$as /bin/$as"
+    echo "LABEL $SEED_LABEL=1 org.dockercoins.seed-version=$(seed_version "$name") \\"
+    echo "      org.opencontainers.image.description=\"Local look-alike of $image made by scripts/test/seed-images.sh (Debian's $package $(dpkg-deb -f "$deb" Version))\""
+    echo "$tail"
+  } >"$ctx/Dockerfile"
+  # The legacy builder: the docker client may have no buildx.
+  DOCKER_BUILDKIT=0 docker build -q -t "$image" "$ctx" >"$dir/build.log" 2>&1 || rc=$?
+  rm -rf "$ctx"
+  [[ $rc -eq 0 ]] || die "$name: docker build of $image failed; see $dir/build.log"
+}
+
+seed_prometheus() {
+  scratch_image prometheus prometheus /usr/bin/prometheus "$PROMETHEUS_IMAGE" prometheus '
+COPY --chown=65534:65534 data/ /prometheus/
+USER 65534:65534
+EXPOSE 9090
+VOLUME ["/prometheus"]
+WORKDIR /prometheus
+ENTRYPOINT ["/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'
+}
+
+seed_node-exporter() {
+  scratch_image node-exporter prometheus-node-exporter /usr/bin/prometheus-node-exporter "$NODE_EXPORTER_IMAGE" node_exporter '
+USER 65534:65534
+EXPOSE 9100
+ENTRYPOINT ["/bin/node_exporter"]'
+}
+
 # --- main ------------------------------------------------------------------
 
 started=$SECONDS
@@ -412,6 +485,8 @@ for target in "${targets[@]}"; do
     redis) image="$REDIS_IMAGE" ;;
     registry) image="$REGISTRY_IMAGE" ;;
     rust-arm64) image="$RUST_ARM64_IMAGE" ;;
+    prometheus) image="$PROMETHEUS_IMAGE" ;;
+    node-exporter) image="$NODE_EXPORTER_IMAGE" ;;
   esac
   t0=$SECONDS
   state="$(image_state "$image" "$target")"
@@ -419,7 +494,7 @@ for target in "${targets[@]}"; do
     seeded) log "$image: already seeded, skipped" ;;
     real) log "$image: a real image is present, left alone" ;;
     absent | stale)
-      ensure_tools
+      case "$target" in prometheus | node-exporter) ;; *) ensure_tools ;; esac
       previous="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
       "seed_$target"
       # The stale look-alike this replaced, unless a container still uses it.
