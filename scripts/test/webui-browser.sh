@@ -166,10 +166,12 @@ for port in "$RNG_PORT" "$HASHER_PORT" "$WEBUI_PORT" "${WORKER_PORTS[@]}" "$EDIT
   done
   die "nothing healthy on port $port after 5 s: see the logs (KEEP_LOGS=1 keeps them in $WORK)"
 done
-for _ in $(seq 50); do
+for _ in $(seq 100); do
   curl -fs --max-time 1 "$PROXY_URL$PROXY_PREFIX/healthz" >/dev/null && break
   sleep 0.1
 done
+curl -fs --max-time 1 "$PROXY_URL$PROXY_PREFIX/healthz" >/dev/null \
+  || die "the prefix proxy does not reach the web UI on port $PROXY_PORT after 10 s: see the logs (KEEP_LOGS=1 keeps them in $WORK)"
 log "redis, rng, hasher, webui, two workers, the edited webui and the prefix proxy are up on ports $PORT_BASE+1..8"
 
 status=0
