@@ -223,8 +223,9 @@ KUSTOMIZE_STEPS = [
      {**{s: f"ghcr.io/localhost/dockercoins/{s}:v0.1" for s in SERVICES}, "redis": "ghcr.io/redis:7"}),
     ("the lesson's replacements (sourceValue ghcr.io/dockercoins, index 0)", replacements("ghcr.io/dockercoins"),
      {**{s: f"ghcr.io/dockercoins/dockercoins/{s}:v0.1" for s in SERVICES}, "redis": "redis:7"}),
-    ("replacements with our names (sourceValue ghcr.io, index 0: the registry part)", replacements("ghcr.io"),
-     {**{s: f"ghcr.io/dockercoins/{s}:v0.1" for s in SERVICES}, "redis": "redis:7"}),
+    ("replacements with our names (sourceValue registry.example:5000, index 0: the registry part)",
+     replacements("registry.example:5000"),
+     {**{s: f"registry.example:5000/dockercoins/{s}:v0.1" for s in SERVICES}, "redis": "redis:7"}),
 ]
 
 
