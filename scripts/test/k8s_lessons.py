@@ -11,7 +11,8 @@ Run by scripts/test/kubernetes.sh (in the venv of scripts/test/kubernetes-venv.s
                           env names are unique, names are DNS names, images are ours, and the
                           NetworkPolicy admits the lesson's traffic and no other
   k8s_lessons.py all      static, then run (what scripts/test/kubernetes.sh runs)
-  k8s_lessons.py run      the DaemonSet lesson under Docker: rng's DaemonSet made from
+  k8s_lessons.py run      shipping images: registry:2 on a node port, scripts/push.sh to it, a pull back
+                          (scripts/test/k8s_chapters.py); the DaemonSet lesson under Docker: rng's DaemonSet made from
                           `kubectl create deployment --dry-run=client -o yaml` beside the rng
                           Deployment of k8s/dockercoins.yaml, behind its Service: every rng pod serves
                           the workers and 10 workers mine above one rng's 10 hashes/s
@@ -549,6 +550,11 @@ def cmd_static() -> None:
     namespaces_and_prometheus(manifests)
     redis_checks()
 
+    # record, accessinternal, the kustomize lab, shipping images, Tilt / Flux / Argo CD / Kaniko.
+    import k8s_chapters
+
+    k8s_chapters.static(sys.modules[__name__])
+
 
 def helm_lessons() -> None:
     h = kt.helm()
@@ -832,6 +838,13 @@ def redis_checks() -> None:
 
 
 def cmd_run() -> None:
+    import k8s_chapters
+
+    k8s_chapters.run(sys.modules[__name__])  # shipping images: registry:2, scripts/push.sh, pull
+    daemonset_run()
+
+
+def daemonset_run() -> None:
     """rng Deployment + DaemonSet (from kubectl) behind k8s/dockercoins.yaml's Service rng, 10 workers;
     hasher and webui as `kubectl create deployment` + `kubectl expose` make them (the first route)."""
     created = {(o["kind"], o["metadata"]["name"]): o for o in app_by_kubectl_create()}

@@ -22,7 +22,9 @@
 #           measures one worker's mining rate from Redis `hashes`, and times SIGTERM.
 # scripts/test/kubernetes-containerd.sh runs our images under containerd (Debian's, a daemon of its
 # own) as pods without the port sysctl: default capabilities, the restricted profile's, none.
-# scripts/test/k8s_lessons.py replays the container.training lessons (docs/kubernetes.md's table);
+# scripts/test/k8s_lessons.py replays the container.training lessons (docs/kubernetes.md's table),
+# with scripts/test/k8s_chapters.py for record, accessinternal, the Kustomize lab, the Tiltfile,
+# Flux / Argo CD on k8s/, and a registry:2 on a node port filled by scripts/push.sh;
 # scripts/test/k8s_revisions.py replays releases revision by revision (install, kubectl scale/edit/
 # set env or an HPA, helm upgrade with each documented flag, helm rollback, upgrades from the charts
 # of earlier commits) on a model of the API server's field ownership, and checks that the chart's

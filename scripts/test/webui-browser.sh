@@ -7,12 +7,14 @@
 # --assets: the workshop's update lesson, sed -i s/15px/50px/ webui.css, and
 # the chart in green as in the classic v0.2), runs
 # scripts/test/webui_browser.py against them (speed, workers, rng instance,
-# chart, console, layout at 1920 and 390 px, the Redis-down banner, the lesson),
+# chart, console, layout at 1920 and 390 px, the Redis-down banner, the lesson,
+# and the page through scripts/test/prefix_proxy.py, which serves the web UI under
+# kubectl proxy's path /api/v1/namespaces/default/services/webui/proxy/),
 # prints the screenshots' paths and the page's figures, and stops everything it
 # started, whatever happens.
 #
 # Usage: scripts/test/webui-browser.sh
-# Env:   PORT_BASE        first of the eight loopback ports used (default 31000)
+# Env:   PORT_BASE        first of the nine loopback ports used (default 31000)
 #        BIN_DIR          where rng, hasher, worker, webui are (default target/release)
 #        BUILD            1: cargo build --release first; 0: never; auto (default): if a binary is missing
 #        SCREENSHOT_DIR   where the screenshots go (default target/webui-browser)
@@ -62,11 +64,14 @@ HASHER_PORT=$((PORT_BASE + 3))
 WEBUI_PORT=$((PORT_BASE + 4))
 WORKER_PORTS=($((PORT_BASE + 5)) $((PORT_BASE + 6)))
 EDITED_PORT=$((PORT_BASE + 7))
+PROXY_PORT=$((PORT_BASE + 8))
+export PROXY_PREFIX="/api/v1/namespaces/default/services/webui/proxy"
 export RNG_INSTANCE="rng-browser-1"
 export HASHER_INSTANCE="hasher-browser-1"
 export WORKERS="worker-browser-1,worker-browser-2"
 export WEBUI_URL="http://127.0.0.1:$WEBUI_PORT"
 export EDITED_URL="http://127.0.0.1:$EDITED_PORT"
+export PROXY_URL="http://127.0.0.1:$PROXY_PORT"
 
 log() { echo "webui-browser: $*"; }
 die() { log "$*"; echo "0 passed, 1 failed"; exit 1; }
@@ -121,7 +126,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for port in "$REDIS_PORT" "$RNG_PORT" "$HASHER_PORT" "$WEBUI_PORT" "${WORKER_PORTS[@]}" "$EDITED_PORT"; do
+for port in "$REDIS_PORT" "$RNG_PORT" "$HASHER_PORT" "$WEBUI_PORT" "${WORKER_PORTS[@]}" "$EDITED_PORT" "$PROXY_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port $port is taken: stop what listens there or set PORT_BASE"
   fi
@@ -144,6 +149,9 @@ run webui "$WEBUI_PORT" webui-browser REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 "$ROOT/scripts/variants.sh" --assets "$WORK/edited" >/dev/null
 run webui "$EDITED_PORT" webui-browser-edited REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
   WEBUI_ASSETS_DIR="$WORK/edited/assets"
+# The web UI under kubectl proxy's path, nothing rewritten (the page must use relative URLs only).
+python3 "$ROOT/scripts/test/prefix_proxy.py" "$PROXY_PORT" "$WEBUI_PORT" "$PROXY_PREFIX" >"$WORK/prefix-proxy.log" 2>&1 &
+PIDS+=($!)
 i=0
 for name in ${WORKERS//,/ }; do
   run worker "${WORKER_PORTS[$i]}" "$name" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
@@ -158,7 +166,13 @@ for port in "$RNG_PORT" "$HASHER_PORT" "$WEBUI_PORT" "${WORKER_PORTS[@]}" "$EDIT
   done
   die "nothing healthy on port $port after 5 s: see the logs (KEEP_LOGS=1 keeps them in $WORK)"
 done
-log "redis, rng, hasher, webui, two workers and the edited webui are up on ports $PORT_BASE+1..7"
+for _ in $(seq 100); do
+  curl -fs --max-time 1 "$PROXY_URL$PROXY_PREFIX/healthz" >/dev/null && break
+  sleep 0.1
+done
+curl -fs --max-time 1 "$PROXY_URL$PROXY_PREFIX/healthz" >/dev/null \
+  || die "the prefix proxy does not reach the web UI on port $PROXY_PORT after 10 s: see the logs (KEEP_LOGS=1 keeps them in $WORK)"
+log "redis, rng, hasher, webui, two workers, the edited webui and the prefix proxy are up on ports $PORT_BASE+1..8"
 
 status=0
 "$VENV/bin/python" "$ROOT/scripts/test/webui_browser.py" || status=$?

@@ -4,13 +4,17 @@ Run by scripts/test/webui-browser.sh, which starts Redis, rng, hasher, webui
 and two workers and passes their whereabouts in the environment:
 WEBUI_URL, EDITED_URL (a webui serving webui:v0.2's page from scripts/variants.sh
 --assets: `sed -i s/15px/50px/ webui.css` and the chart in green), REDIS_PORT, REDIS_DIR, WORKERS (names, comma-separated),
-RNG_INSTANCE, HASHER_INSTANCE, SCREENSHOT_DIR, CHROMIUM, CHROMEDRIVER.
+RNG_INSTANCE, HASHER_INSTANCE, SCREENSHOT_DIR, CHROMIUM, CHROMEDRIVER, PROXY_URL and
+PROXY_PREFIX (scripts/test/prefix_proxy.py: the web UI under kubectl proxy's path).
 
 Checks what a person sees: the speed climbs above 0 within 20 s, both
 workers and the rng instance are listed, the chart is drawn, nothing is
 logged to the console as an error, nothing shifts while the figures update,
 there is no horizontal scrolling at 390 px; with Redis stopped a banner says
-so, and it goes away by itself when Redis is back. Saves a desktop and a
+so, and it goes away by itself when Redis is back. Through a proxy that serves
+it under /api/v1/namespaces/default/services/webui/proxy/ and rewrites nothing
+(as `kubectl proxy` with the page's relative URLs), the page opens, every file
+it names loads, the event stream delivers events and the speed shows. Saves a desktop and a
 phone screenshot, measures the time from opening the page to a drawn chart
 and the bytes the page loads. With DOCS_SCREENSHOT set, also writes the
 picture of the live page for the docs there (1280 x 800, once the page has run
@@ -23,6 +27,8 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -43,6 +49,8 @@ SPEED_MAX = float(ENV.get("SPEED_MAX", "8.5"))
 DOCS_SCREENSHOT = ENV.get("DOCS_SCREENSHOT", "")
 DOCS_SCREENSHOT_AFTER = float(ENV.get("DOCS_SCREENSHOT_AFTER", "60"))
 DOCS_SCREENSHOT_MAX_KB = float(ENV.get("DOCS_SCREENSHOT_MAX_KB", "200"))
+PROXY_URL = ENV["PROXY_URL"].rstrip("/")
+PROXY_PREFIX = ENV["PROXY_PREFIX"]
 
 passed = 0
 failed = 0
@@ -315,6 +323,8 @@ def run(driver):
     again = wait_until(20, lambda: (speed(driver) or 0) > 0)
     check("the speed comes back after Redis", again, driver.find_element("id", "speed").text)
 
+    through_prefix_proxy(driver)
+
     # --- webui:v0.2 (scripts/variants.sh): the update lesson's sed -i s/15px/50px/
     # webui.css, and the chart in green as in the classic's v0.2 -----------------
     sizes = "return [axisFontSize(), getComputedStyle(document.querySelector('.u-legend')).fontSize, " \
@@ -341,6 +351,64 @@ def run(driver):
     print(f"screenshot: webui:v0.2 (the update lesson) {lesson}")
     if docs:
         print(f"screenshot: for the docs {docs}")
+
+
+def fetch(url, timeout=5):
+    """(status, final URL, body) of a GET, redirects followed."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.geturl(), response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as err:
+        return err.code, url, ""
+    except OSError as err:
+        return None, url, repr(err)
+
+
+def first_event(url, seconds=5):
+    """The name of the first server-sent event read from url, or an error."""
+    try:
+        with urllib.request.urlopen(url, timeout=seconds) as response:
+            kind = response.headers.get("Content-Type", "")
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                line = response.readline().decode("utf-8", "replace").strip()
+                if line.startswith("event:"):
+                    return kind, line.split(":", 1)[1].strip()
+            return kind, None
+    except OSError as err:
+        return None, repr(err)
+
+
+def through_prefix_proxy(driver):
+    """The accessinternal lesson: `kubectl proxy`, then
+    /api/v1/namespaces/default/services/webui/proxy/, here through a proxy that
+    strips that path and rewrites nothing."""
+    base = PROXY_URL + PROXY_PREFIX
+    started = time.monotonic()
+    status, _, _ = fetch(PROXY_URL + "/index.html")
+    check("the prefix proxy answers 404 outside its path (an absolute URL would fail)", status == 404, f"{status}")
+    status, final, page = fetch(base + "/")
+    check("through the prefix, / leads to the page under the prefix",
+          status == 200 and final == base + "/index.html" and 'id="speed"' in page, f"{status} {final}")
+    names = re.findall(r'(?:href|src)="([^"]+)"', page)
+    answers = {name: fetch(f"{base}/{name}")[0] for name in names}
+    check("every file the page names loads through the prefix",
+          len(names) >= 5 and all(code == 200 for code in answers.values()), f"{answers}")
+    kind, event = first_event(base + "/events")
+    check("the event stream delivers an event through the prefix",
+          (kind or "").startswith("text/event-stream") and event == "history", f"{kind}: first event {event!r}")
+    opened = time.monotonic()
+    driver.get(base + "/")
+    check("in the browser, the page opens under the prefix",
+          driver.current_url == base + "/index.html", driver.current_url)
+    shown = wait_until(10, lambda: (speed(driver) or 0) > 0)
+    check("through the prefix, the page shows a mining speed within 10 s", shown,
+          f"after {time.monotonic() - opened:.1f} s: {driver.find_element('id', 'speed').text!r}")
+    loaded = [name for name, *_ in driver.execute_script(LOADED_BYTES)]
+    check("the page loaded everything from under the prefix",
+          len(loaded) >= 5 and all(name.startswith(base + "/") for name in loaded),
+          f"{[n for n in loaded if not n.startswith(base + '/')] or len(loaded)}")
+    figures["the prefix proxy's checks (s)"] = round(time.monotonic() - started, 1)
 
 
 if __name__ == "__main__":

@@ -72,9 +72,13 @@ pub async fn run(config: Config, service: Service) -> Result<(), String> {
 /// a stop.
 pub fn app(config: &Config, redis: Redis, live: Arc<Live>, shutdown: CancellationToken) -> Routes {
     Routes::new()
+        // A relative redirect, as every URL of the page is relative: behind a
+        // proxy that adds a path (`kubectl proxy`'s
+        // `/api/v1/namespaces/<ns>/services/webui/proxy/`, an Ingress with a
+        // path prefix) the browser stays under that path.
         .route(
             "/",
-            get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/index.html")]) }),
+            get(|| async { (StatusCode::FOUND, [(header::LOCATION, "index.html")]) }),
         )
         .route("/json", get(json))
         .route("/history", get(history))

@@ -59,7 +59,77 @@ async fn root_redirects_to_the_page() {
     let request = Request::get("/").body(Body::empty()).expect("a request");
     let response = app.oneshot(request).await.expect("a response");
     assert_eq!(response.status(), StatusCode::FOUND);
-    assert_eq!(response.headers()[header::LOCATION], "/index.html");
+    // Relative, so that behind a proxy that adds a path the page stays under it.
+    assert_eq!(response.headers()[header::LOCATION], "index.html");
+}
+
+/// Every URL the page uses, as written in its files: the files it loads
+/// (`href`, `src`), what its script asks (`EventSource`, `fetch`) and the
+/// stylesheets' `url(...)`. Each must be relative to the page (no scheme, no
+/// leading `/`), so that the page works behind a proxy that serves it under a
+/// path, as `kubectl proxy` does:
+/// `/api/v1/namespaces/default/services/webui/proxy/index.html`.
+#[tokio::test]
+async fn every_url_of_the_page_is_relative() {
+    let (app, _stop) = app(None);
+    let mut urls = Vec::new();
+    let (_, _, page) = get(&app, "/index.html").await;
+    for attribute in ["href=\"", "src=\""] {
+        for part in page.split(attribute).skip(1) {
+            urls.push((
+                "index.html",
+                part.split('"').next().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    let (_, _, script) = get(&app, "/webui.js").await;
+    for call in [
+        "EventSource(",
+        "fetch(",
+        "XMLHttpRequest",
+        "location.href =",
+        "location =",
+    ] {
+        for part in script.split(call).skip(1) {
+            let argument = part.trim_start().trim_start_matches(['"', '\'', '`']);
+            let end = argument
+                .find(['"', '\'', '`', ')'])
+                .unwrap_or(argument.len());
+            urls.push(("webui.js", argument[..end].to_owned()));
+        }
+    }
+    for sheet in ["/webui.css", "/uPlot.min.css"] {
+        let (_, _, css) = get(&app, sheet).await;
+        for part in css.split("url(").skip(1) {
+            let url = part.split(')').next().unwrap_or("");
+            urls.push((sheet, url.trim_matches(['"', '\'', ' ']).to_owned()));
+        }
+    }
+    let expected = [
+        "favicon.svg",
+        "uPlot.min.css",
+        "webui.css",
+        "uPlot.iife.min.js",
+        "webui.js",
+        "events",
+    ];
+    for url in expected {
+        assert!(
+            urls.iter().any(|(_, u)| u == url),
+            "{url} not found in {urls:?}"
+        );
+    }
+    for (file, url) in &urls {
+        assert!(
+            !url.starts_with('/') && !url.contains("://"),
+            "{file}: {url} is not relative to the page"
+        );
+        // The event stream never ends (`events_*` tests read it); the files must be there.
+        if url != "events" && !url.starts_with("data:") {
+            let (status, _, _) = get(&app, &format!("/{url}")).await;
+            assert_eq!(status, StatusCode::OK, "{file}: {url}");
+        }
+    }
 }
 
 #[tokio::test]
