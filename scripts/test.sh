@@ -73,6 +73,9 @@ suite_lint() {
     sha=$(sha256sum docker/redis-ha/start.sh | cut -c1-8)
     grep -q "name: dockercoins-redis-ha-start-$sha\$" stack.ha.yaml ||
         { echo "stack.ha.yaml: name the config dockercoins-redis-ha-start-$sha (docker/redis-ha/start.sh changed)" >&2; return 1; }
+    # The web UI serves uPlot's gzipped copy to browsers that accept gzip.
+    gzip -dc crates/webui/assets/uPlot.iife.min.js.gz | cmp -s - crates/webui/assets/uPlot.iife.min.js ||
+        { echo "crates/webui/assets/uPlot.iife.min.js.gz is not uPlot.iife.min.js: gzip -9 -n -k -f it again" >&2; return 1; }
     scripts/test/docs-links.sh
     scripts/chart-readme.sh --check
     scripts/test/cargo-deny.sh
