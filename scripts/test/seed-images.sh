@@ -20,7 +20,8 @@
 #
 # More, only when asked for:
 #
-#   rust-arm64  $RUST_ARM64_IMAGE, a linux/arm64 Rust builder: Debian trixie
+#   rust-arm64  $RUST_ARM64_IMAGE, a linux/arm64 Rust builder for the emulated
+#               arm64 build (scripts/test/multiarch.sh emulated): Debian trixie
 #               arm64 with gcc, libc6-dev and rustc/cargo from trixie-backports
 #               (trixie's own 1.85 is older than the workspace's rust-version),
 #               the official image's CARGO_HOME and this machine's CA bundle.
@@ -37,13 +38,17 @@
 #               kept under $SEED_CACHE_DIR): nothing is installed on this
 #               machine and no service is started. For the Prometheus suites
 #               (compose-prometheus, cluster: scripts/test/cluster-metrics.sh).
+#   netshoot    $NETSHOOT_IMAGE, the debugging image the Swarm lessons run on the
+#               app's overlay network (scripts/test/swarm-e2e.sh): Debian's drill
+#               (ldnsutils), dig (bind9-dnsutils), ab (apache2-utils), curl and
+#               ping, the tools of the lessons' commands; bash, not zsh, as its shell.
 #
 # An image that already exists is left alone: a seeded one (label
 # org.dockercoins.seeded) of the current seed version, or a real one (no label).
 # Root filesystems are cached under $SEED_CACHE_DIR, so a re-run after
 # `docker rmi` only re-imports. Needs root (debootstrap).
 #
-# Usage: scripts/test/seed-images.sh [rust|redis|registry|rust-arm64|prometheus|node-exporter ...]   (default: the first three)
+# Usage: scripts/test/seed-images.sh [rust|redis|registry|rust-arm64|prometheus|node-exporter|netshoot ...]   (default: the first three)
 # Env:   SEED_CACHE_DIR  (default /var/cache/dockercoins-seed)
 #        DEBIAN_MIRROR   (default: debootstrap's own mirror)
 #        DEBIAN_SUITE    (default bookworm)
@@ -53,10 +58,11 @@
 #        RUST_ARM64_IMAGE (default dockercoins-seed/rust:1.95-slim-bookworm-arm64)
 #        PROMETHEUS_IMAGE (default prom/prometheus:v3.5.0)
 #        NODE_EXPORTER_IMAGE (default prom/node-exporter:v1.9.1)
+#        NETSHOOT_IMAGE  (default nicolaka/netshoot:latest)
 #        SEED_FORCE=1    re-import seeded images even if present (never replaces real ones)
 set -euo pipefail
 
-usage() { echo "usage: $0 [rust|redis|registry|rust-arm64|prometheus|node-exporter ...]   (seeds local look-alikes of the public base images; default: all)"; }
+usage() { echo "usage: $0 [rust|redis|registry|rust-arm64|prometheus|node-exporter|netshoot ...]   (seeds local look-alikes of the public images; default: rust redis registry)"; }
 
 SEED_CACHE_DIR="${SEED_CACHE_DIR:-/var/cache/dockercoins-seed}"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-}"
@@ -67,6 +73,7 @@ REGISTRY_IMAGE="${REGISTRY_IMAGE:-registry:2}"
 RUST_ARM64_IMAGE="${RUST_ARM64_IMAGE:-dockercoins-seed/rust:1.95-slim-bookworm-arm64}"
 PROMETHEUS_IMAGE="${PROMETHEUS_IMAGE:-prom/prometheus:v3.5.0}"
 NODE_EXPORTER_IMAGE="${NODE_EXPORTER_IMAGE:-prom/node-exporter:v1.9.1}"
+NETSHOOT_IMAGE="${NETSHOOT_IMAGE:-nicolaka/netshoot:latest}"
 SEED_FORCE="${SEED_FORCE:-0}"
 # Bump a look-alike's number when what it contains changes: an older seeded
 # image is then re-imported. (Each has its own: a new rust image would make
@@ -79,6 +86,7 @@ seed_version() {
     rust-arm64) echo 1 ;;
     prometheus) echo 1 ;;
     node-exporter) echo 1 ;;
+    netshoot) echo 1 ;;
   esac
 }
 SEED_LABEL=org.dockercoins.seeded
@@ -90,7 +98,7 @@ targets=()
 for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
-    rust | redis | registry | rust-arm64 | prometheus | node-exporter) targets+=("$arg") ;;
+    rust | redis | registry | rust-arm64 | prometheus | node-exporter | netshoot) targets+=("$arg") ;;
     *) usage >&2; exit 2 ;;
   esac
 done
@@ -337,6 +345,16 @@ seed_registry() {
     -c 'CMD ["/etc/docker/registry/config.yml"]'
 }
 
+# --- netshoot ----------------------------------------------------------------
+
+# Nothing to add: the packages are the image.
+customise_netshoot() { :; }
+
+seed_netshoot() {
+  make_root netshoot customise_netshoot ldnsutils,bind9-dnsutils,apache2-utils,curl,iputils-ping,ca-certificates
+  import_root netshoot "$NETSHOOT_IMAGE" -c 'CMD ["bash"]'
+}
+
 # --- rust-arm64 (trixie + trixie-backports) -----------------------------------
 
 # Adds trixie-backports to a trixie root, from the mirror debootstrap used,
@@ -487,6 +505,7 @@ for target in "${targets[@]}"; do
     rust-arm64) image="$RUST_ARM64_IMAGE" ;;
     prometheus) image="$PROMETHEUS_IMAGE" ;;
     node-exporter) image="$NODE_EXPORTER_IMAGE" ;;
+    netshoot) image="$NETSHOOT_IMAGE" ;;
   esac
   t0=$SECONDS
   state="$(image_state "$image" "$target")"

@@ -7,18 +7,35 @@
 # deployed with scripts/test/swarm-override.yaml and the manual flow with
 # ENDPOINT_MODE=dnsrr PUBLISH_MODE=host, and the registry is published in host mode.
 #
-# Steps: seed the base images; `docker swarm init` if no swarm is active; a
-# registry service on $REGISTRY_PORT (one that answers there already is used
-# and left alone); scripts/push.sh; the catalog lists the four repositories
-# with the tag. Then `docker stack deploy -c stack.yaml -c <override>`: every
-# service converges, rng runs exactly one task per node and names itself after
-# the node, the web UI's /json counts hashes, 10 workers reach the 10 hashes/s
-# plateau, a rolling update to a new tag completes, and an update that makes
-# hasher listen on port 81 is rolled back by Swarm itself. Then the same with
-# scripts/swarm/manual-flow.sh (step by step) and scripts/swarm/clean-up.sh.
-# Everything the test created is removed on exit, whatever happens: stack,
-# services, networks, volumes, registry service, image tags, and the swarm if
-# the test made it.
+# Steps: seed the base images and the debugging image; `docker swarm init` if
+# no swarm is active; a registry service on $REGISTRY_PORT (one that answers
+# there already is used and left alone); scripts/push.sh; the catalog lists the
+# four repositories with the tag. Then `docker stack deploy -c stack.yaml -c
+# <override>`: every service converges, rng runs exactly one task per node and
+# names itself after the node, the web UI's /json counts hashes, 10 workers
+# reach the 10 hashes/s plateau. Then the Swarm lessons that follow, as typed
+# in them (docs/swarm.md says where ours differ):
+# - netshoot: a debugging container on the stack's attachable overlay; drill
+#   answers tasks.rng and tasks.hasher with their tasks' addresses; with the
+#   workers at 0, `ab` from inside: one client waits ~0.1 s per request on rng
+#   and hasher alike, 50 clients wait ~5 s on rng (one request at a time) and
+#   under 1 s on hasher, at least AB_RATIO_MIN times less;
+# - updating services and rolling updates: webui to webui:v0.2
+#   (scripts/variants.sh, the page's 50px labels), hasher scaled to
+#   HASHER_REPLICAS and updated to a new tag one task at a time, 5 s apart,
+#   the update policy changed without replacing a task, `docker service
+#   rollback` of webui (the page back to 15px);
+# - health checks: hasher back to 1 replica, a hasher image listening on port
+#   81 (the lesson's edit) pushed as a new tag and rolled back by Swarm itself;
+#   meanwhile, the lesson's CLI example on rng, without --health-cmd (a shell
+#   command, which our images cannot run: checked too), with --env-add PORT=81:
+#   rolled back too, its task checked by the image's own command every 2 s,
+#   the policies restored.
+# Then the same with scripts/swarm/manual-flow.sh (step by step) and
+# scripts/swarm/clean-up.sh. Everything the test created is removed on exit,
+# whatever happens: stack, services, containers, networks, volumes, registry
+# service, image tags, and the swarm if the test made it. It pushes
+# $REGISTRY/webui:v0.2 (and its test tags) to a registry it did not start too.
 #
 # Usage: scripts/test/swarm-e2e.sh
 # Env:   WEBUI_PORT      host port of the web UI (default 9000; Compose tests use 8000-8002)
@@ -31,6 +48,13 @@
 #        WAIT_SECONDS    longest wait for a service to converge (default 150)
 #        ROLLBACK_MAX_SECONDS  longest accepted automatic rollback (default 120)
 #        PROBE_IMAGE     image with bash used to call rng inside the overlay (default redis:7)
+#        DEBUG_IMAGE     the debugging image with drill, curl, ping and ab (default nicolaka/netshoot,
+#                        seeded by scripts/test/seed-images.sh netshoot where it cannot be pulled)
+#        AB_SEQUENTIAL   requests of the one-client benchmarks (default 10; the lesson sends 50)
+#        AB_SEQUENTIAL_MIN_MS/MAX_MS  accepted time per request with one client (default 95 / 250)
+#        RNG50_MIN/MAX   accepted time per request on rng with 50 clients, s (default 4.9 / 6.5)
+#        AB_RATIO_MIN    least ratio of rng's to hasher's time per request with 50 clients (default 10)
+#        HASHER_REPLICAS hashers during the rolling update (default 2; the lesson scales to 7)
 #        SKIP_SEED=1     do not run seed-images.sh / compose-plugin.sh
 
 # Most checks are functions run through check(); shellcheck cannot see those calls.
@@ -57,6 +81,14 @@ RATE10_MIN="${RATE10_MIN:-8.5}"
 RATE10_MAX="${RATE10_MAX:-10.6}"
 ROLLBACK_MAX_SECONDS="${ROLLBACK_MAX_SECONDS:-120}"
 PROBE_IMAGE="${PROBE_IMAGE:-redis:7}"
+DEBUG_IMAGE="${DEBUG_IMAGE:-nicolaka/netshoot}"
+AB_SEQUENTIAL="${AB_SEQUENTIAL:-10}"
+AB_SEQUENTIAL_MIN_MS="${AB_SEQUENTIAL_MIN_MS:-95}"
+AB_SEQUENTIAL_MAX_MS="${AB_SEQUENTIAL_MAX_MS:-250}"
+RNG50_MIN="${RNG50_MIN:-4.9}"
+RNG50_MAX="${RNG50_MAX:-6.5}"
+AB_RATIO_MIN="${AB_RATIO_MIN:-10}"
+HASHER_REPLICAS="${HASHER_REPLICAS:-2}"
 SKIP_SEED="${SKIP_SEED:-0}"
 OVERRIDE="$ROOT/scripts/test/swarm-override.yaml"
 SERVICES=(hasher rng webui worker)
@@ -64,6 +96,12 @@ MANUAL_SERVICES=(redis hasher rng webui worker)
 MANUAL_NETWORK=dockercoins
 # The rolling update goes to this tag (the same build, tagged and pushed again).
 NEW_TAG="e2e-update-$$"
+# The health-check lesson's broken hasher (listening on 81) is pushed under this tag.
+BROKEN_TAG="e2e-port81-$$"
+# webui:v0.2 (scripts/variants.sh) is built under this prefix, then pushed as $REGISTRY/webui:v0.2.
+VARIANT_PREFIX="swarm-e2e-$$"
+DEBUG_CONTAINER="${STACK}-debug-$$"
+HEALTHCMD_CONTAINER="${STACK}-health-cmd-$$"
 
 STARTED=$SECONDS
 TEST_NAME=swarm-e2e
@@ -75,6 +113,8 @@ SWARM_CREATED=0
 GWBRIDGE_CREATED=0
 REGISTRY_CREATED=0
 APP_OWNED=0
+DEBUG_CREATED=0
+HEALTHCMD_CREATED=0
 CREATED_TAGS=()
 CREATED_VOLUMES=()
 
@@ -124,6 +164,8 @@ cleanup() {
   set +e
   trap - EXIT INT TERM
   log "cleaning up"
+  if ((DEBUG_CREATED)); then docker rm -f "$DEBUG_CONTAINER" >/dev/null 2>&1; fi
+  if ((HEALTHCMD_CREATED)); then docker rm -f "$HEALTHCMD_CONTAINER" >/dev/null 2>&1; fi
   if ((APP_OWNED)); then
     STACK="$STACK" NETWORK="$MANUAL_NETWORK" WAIT_SECONDS=60 "$ROOT/scripts/swarm/clean-up.sh" --volumes >/dev/null
     # If the clean-up script failed, remove what is left directly: all of it is ours.
@@ -275,8 +317,13 @@ summary() {
     "stack deploy -> all services converged" "${FIGURE[converged]:-?} s" \
     "rng tasks per node (stack)" "${FIGURE[rng_nodes]:-?}" \
     "rate, 10 workers (stack)" "${FIGURE[rate10]:-?} hashes/s" \
-    "rolling update of hasher to a new tag" "${FIGURE[update]:-?} s" \
-    "automatic rollback of hasher PORT=81" "${FIGURE[rollback]:-?} s" \
+    "ab, 1 client: rng / hasher, per request" "${FIGURE[ab1]:-?} ms" \
+    "ab, 50 clients: rng / hasher, per request" "${FIGURE[ab50]:-?} s" \
+    "ab, 50 clients: rng / hasher" "${FIGURE[ab_ratio]:-?} times" \
+    "rolling update of $HASHER_REPLICAS hashers to a new tag" "${FIGURE[update]:-?} s" \
+    "its new tasks created apart by" "${FIGURE[update_gap]:-?} s" \
+    "automatic rollback: hasher image on port 81" "${FIGURE[rollback]:-?} s" \
+    "automatic rollback: CLI example, rng PORT=81" "${FIGURE[rollback_cli]:-?} s" \
     "manual flow: services -> first counted hash" "${FIGURE[manual_first_hash]:-?} s" \
     "rng tasks per node (manual, global)" "${FIGURE[manual_rng_nodes]:-?}" \
     "rate, 10 workers (manual)" "${FIGURE[manual_rate10]:-?} hashes/s" \
@@ -294,6 +341,7 @@ docker info >/dev/null 2>&1 || { echo "swarm-e2e: cannot talk to the Docker engi
 if [[ "$SKIP_SEED" != 1 ]]; then
   "$ROOT/scripts/test/compose-plugin.sh"
   "$ROOT/scripts/test/seed-images.sh"
+  if [[ "$DEBUG_IMAGE" == nicolaka/netshoot ]]; then "$ROOT/scripts/test/seed-images.sh" netshoot; fi
 fi
 if curl -s --max-time 1 -o /dev/null "http://127.0.0.1:$WEBUI_PORT/"; then
   echo "swarm-e2e: port $WEBUI_PORT is already in use; free it or set WEBUI_PORT" >&2
@@ -363,6 +411,9 @@ for svc in "${SERVICES[@]}"; do
   for tag in "$REGISTRY/$svc:$TAG" "$REGISTRY/$svc:$NEW_TAG" "localhost/dockercoins/$svc:$NEW_TAG"; do
     if ! docker image inspect "$tag" >/dev/null 2>&1; then CREATED_TAGS+=("$tag"); fi
   done
+done
+for tag in "$REGISTRY/webui:v0.2" "$VARIANT_PREFIX/webui:v0.2" "$VARIANT_PREFIX/webui:$TAG" "$REGISTRY/hasher:$BROKEN_TAG"; do
+  if ! docker image inspect "$tag" >/dev/null 2>&1; then CREATED_TAGS+=("$tag"); fi
 done
 
 if curl -fs -o /dev/null --max-time 3 "http://$REGISTRY/v2/"; then
@@ -442,7 +493,115 @@ else
   fail "10 workers on Swarm: could not read the counter"
 fi
 
-log "rolling update of ${STACK}_hasher to tag $NEW_TAG"
+# --- the overlay network from inside: netshoot, and the bottleneck ---------------------------
+
+log "docker run --net ${STACK}_default $DEBUG_IMAGE (a debugging container on the stack's overlay)"
+if docker run -d --name "$DEBUG_CONTAINER" --net "${STACK}_default" "$DEBUG_IMAGE" sleep 1000000000 >/dev/null; then
+  DEBUG_CREATED=1
+  pass "a plain container joins the attachable overlay ${STACK}_default ($DEBUG_IMAGE)"
+else
+  fail "docker run --net ${STACK}_default $DEBUG_IMAGE"
+fi
+dbg() { timeout 60 docker exec "$DEBUG_CONTAINER" "$@"; }
+# The A records drill gets for a name, sorted, on one line.
+drill_a() { dbg drill "$1" 2>/dev/null | awk '!/^;/ && $3 == "IN" && $4 == "A" { print $5 }' | sort | paste -sd' ' -; }
+# The overlay addresses of a service's containers on this engine, sorted, on one line.
+task_ips() {
+  local id
+  for id in $(docker ps -q --filter "label=com.docker.swarm.service.name=$1"); do
+    docker inspect -f "{{with index .NetworkSettings.Networks \"${STACK}_default\"}}{{.IPAddress}}{{end}}" "$id"
+  done | sort | paste -sd' ' -
+}
+# drill NAME answers exactly the addresses of SERVICE's tasks.
+dns_answers_tasks() {
+  local got want
+  got="$(drill_a "$1")"
+  want="$(task_ips "$2")"
+  echo "    drill $1: ${got:-no answer}   (${2}'s tasks: ${want:-none})"
+  [[ -n "$got" && "$got" == "$want" ]]
+}
+check "drill tasks.rng answers rng's task addresses" dns_answers_tasks tasks.rng "${STACK}_rng"
+check "drill tasks.hasher answers hasher's task addresses" dns_answers_tasks tasks.hasher "${STACK}_hasher"
+check "drill rng answers the same addresses (dnsrr here: no virtual IP)" dns_answers_tasks rng "${STACK}_rng"
+curl_rng() {
+  local out
+  out="$(dbg curl -sS --max-time 10 rng)" || return 1
+  echo "    curl rng: $out"
+  grep -q '^RNG running on rng-' <<<"$out"
+}
+check "curl rng (from the debugging container): RNG running on rng-<node>" curl_rng
+ping_rng() { dbg ping -q -c 1 -W 5 rng >/dev/null; }
+check "ping -c 1 rng" ping_rng
+
+log "docker service update ${STACK}_worker --replicas 0 (the benchmarks run without the workers)"
+stop_workers() {
+  docker service update --detach --quiet "${STACK}_worker" --replicas 0 >/dev/null &&
+    wait_containers_gone "${STACK}_worker" && [[ "$(replicas "${STACK}_worker")" == 0/0 ]]
+}
+check "the workers are stopped (${STACK}_worker 0/0, no container left)" stop_workers
+
+# ab's report of one benchmark from the debugging container; sets AB_MS[$1] to its
+# "Time per request (mean)" in ms: the time taken by the whole run times the
+# concurrency over the requests, which is how long each client waited per request.
+declare -A AB_MS=()
+bench() {
+  local key="$1" n="$2" c="$3" out mean
+  shift 3
+  out="$(dbg ab -q -c "$c" -n "$n" "$@" 2>&1)" || { tail -n 3 <<<"$out" | sed 's/^/    /'; return 1; }
+  mean="$(awk '/^Time per request:/ && /\(mean\)$/ { print $4; exit }' <<<"$out")"
+  echo "    ab -c $c -n $n $*: $(grep -E '^(Time taken for tests|Time per request):' <<<"$out" | head -n 2 | tr -s ' ' | paste -sd';' -)"
+  grep -Eq "^Complete requests: +$n\$" <<<"$out" && grep -Eq '^Failed requests: +0$' <<<"$out" &&
+    ! grep -q '^Non-2xx' <<<"$out" && [[ -n "$mean" ]] || return 1
+  AB_MS[$key]="$mean"
+}
+log "ab from $DEBUG_IMAGE: rng, then hasher, with 1 and with 50 concurrent clients"
+check "ab -c 1 -n $AB_SEQUENTIAL http://rng/10" bench rng1 "$AB_SEQUENTIAL" 1 http://rng/10
+check "ab -c 50 -n 50 http://rng/10" bench rng50 50 50 http://rng/10
+# shellcheck disable=SC2016 # expanded by the debugging container's bash
+random_10() { dbg bash -c 'curl -sS http://rng/10 >/tmp/random && test "$(wc -c </tmp/random)" -eq 10'; }
+check "curl http://rng/10 >/tmp/random (10 bytes, the body hasher's benchmark POSTs)" random_10
+check "ab -c 1 -n $AB_SEQUENTIAL -T application/octet-stream -p /tmp/random http://hasher/" \
+  bench hasher1 "$AB_SEQUENTIAL" 1 -T application/octet-stream -p /tmp/random http://hasher/
+check "ab -c 50 -n 50 -T application/octet-stream -p /tmp/random http://hasher/" \
+  bench hasher50 50 50 -T application/octet-stream -p /tmp/random http://hasher/
+ms_to_s() { awk -v m="$1" 'BEGIN { printf "%.2f", m / 1000 }'; }
+if [[ -n "${AB_MS[rng1]:-}" && -n "${AB_MS[hasher1]:-}" ]]; then
+  FIGURE[ab1]="$(printf '%.0f / %.0f' "${AB_MS[rng1]}" "${AB_MS[hasher1]}")"
+  sequential_ok() {
+    between "${AB_MS[rng1]}" "$AB_SEQUENTIAL_MIN_MS" "$AB_SEQUENTIAL_MAX_MS" &&
+      between "${AB_MS[hasher1]}" "$AB_SEQUENTIAL_MIN_MS" "$AB_SEQUENTIAL_MAX_MS"
+  }
+  check "one client: each request takes about 0.1 s, rng and hasher alike (${FIGURE[ab1]} ms; expected $AB_SEQUENTIAL_MIN_MS..$AB_SEQUENTIAL_MAX_MS)" \
+    sequential_ok
+fi
+if [[ -n "${AB_MS[rng50]:-}" && -n "${AB_MS[hasher50]:-}" ]]; then
+  FIGURE[ab50]="$(ms_to_s "${AB_MS[rng50]}") / $(ms_to_s "${AB_MS[hasher50]}")"
+  FIGURE[ab_ratio]="$(awk -v r="${AB_MS[rng50]}" -v h="${AB_MS[hasher50]}" 'BEGIN { printf "%.0f", r / h }')"
+  check "50 clients: rng $(ms_to_s "${AB_MS[rng50]}") s per request, about 50 x 0.1 s (expected $RNG50_MIN..$RNG50_MAX s): one request at a time" \
+    between "$(ms_to_s "${AB_MS[rng50]}")" "$RNG50_MIN" "$RNG50_MAX"
+  check "50 clients: hasher $(ms_to_s "${AB_MS[hasher50]}") s per request, under 1 s: its requests wait together" \
+    between "${AB_MS[hasher50]}" 0 999
+  check "50 clients: rng is ${FIGURE[ab_ratio]} times slower than hasher (at least $AB_RATIO_MIN)" \
+    between "${FIGURE[ab_ratio]}" "$AB_RATIO_MIN" 1000000
+fi
+docker rm -f "$DEBUG_CONTAINER" >/dev/null 2>&1 && DEBUG_CREATED=0
+
+# --- updating services, rolling updates, rolling back ------------------------------------------
+
+log "docker service update ${STACK}_worker --replicas 10 (the workers back)"
+workers_back() { docker service update --detach --quiet "${STACK}_worker" --replicas 10 >/dev/null; }
+check "docker service update ${STACK}_worker --replicas 10 (detached)" workers_back
+
+log "updating webui: scripts/variants.sh webui:v0.2 (the lesson's 15px -> 50px), docker service update --image"
+build_webui_v02() {
+  docker tag "localhost/dockercoins/webui:$TAG" "$VARIANT_PREFIX/webui:$TAG" &&
+    IMAGE_PREFIX="$VARIANT_PREFIX" TAG="$TAG" REGISTRY="$REGISTRY" "$ROOT/scripts/variants.sh" webui:v0.2 | sed 's/^/    /'
+}
+check "variants.sh built and pushed $REGISTRY/webui:v0.2" build_webui_v02
+update_webui() { docker service update --detach --quiet "${STACK}_webui" --image "$REGISTRY/webui:v0.2" >/dev/null; }
+check "docker service update ${STACK}_webui --image $REGISTRY/webui:v0.2 (detached)" update_webui
+
+log "docker service scale ${STACK}_hasher=$HASHER_REPLICAS, then docker service update --image $REGISTRY/hasher:$NEW_TAG"
 push_new_tag() {
   local svc
   for svc in "${SERVICES[@]}"; do
@@ -451,35 +610,208 @@ push_new_tag() {
   TAG="$NEW_TAG" BUILD=never "$ROOT/scripts/push.sh" >/dev/null
 }
 check "push.sh TAG=$NEW_TAG (the same build under a new tag)" push_new_tag
+scale_hasher() {
+  docker service scale --detach "${STACK}_hasher=$HASHER_REPLICAS" >/dev/null && wait_converged "${STACK}_hasher" &&
+    echo "    ${STACK}_hasher $(replicas "${STACK}_hasher")"
+}
+check "docker service scale ${STACK}_hasher=$HASHER_REPLICAS" scale_hasher
 t0="$(now)"
 if docker service update --detach --quiet --image "$REGISTRY/hasher:$NEW_TAG" "${STACK}_hasher" >/dev/null &&
   wait_update_state "${STACK}_hasher" completed && wait_converged "${STACK}_hasher"; then
   FIGURE[update]="$(elapsed "$t0" "$(now)")"
-  pass "rolling update to $NEW_TAG completed in ${FIGURE[update]} s"
+  pass "rolling update of $HASHER_REPLICAS hashers to $NEW_TAG completed in ${FIGURE[update]} s"
 else
   fail "rolling update to $NEW_TAG (state: ${UPDATE_STATE:-?})"
 fi
 image_now="$(docker service inspect -f '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${STACK}_hasher")"
-check "hasher now runs $NEW_TAG (${image_now%@*})" grep -q ":$NEW_TAG" <<<"$image_now"
+check "docker service inspect: hasher's image is now ${image_now%@*}" grep -q ":$NEW_TAG@" <<<"$image_now"
+# docker service ps: every slot runs the new tag, each old task is shut down.
+ps_after_update() {
+  local running shut
+  running="$(docker service ps --filter desired-state=running --format '{{.Image}} {{.CurrentState}}' "${STACK}_hasher")"
+  shut="$(docker service ps --filter desired-state=shutdown --format '{{.Image}} {{.CurrentState}}' "${STACK}_hasher")"
+  echo "    running: $(awk '{ print $1, $2 }' <<<"$running" | sort | uniq -c | paste -sd, -)   shut down: $(awk '{ print $1, $2 }' <<<"$shut" | sort | uniq -c | paste -sd, -)"
+  [[ "$(grep -c ":$NEW_TAG Running" <<<"$running")" -eq "$HASHER_REPLICAS" && "$(grep -c . <<<"$running")" -eq "$HASHER_REPLICAS" ]] &&
+    [[ "$(grep -c ":$TAG Shutdown" <<<"$shut")" -ge "$HASHER_REPLICAS" ]]
+}
+check "docker service ps: $HASHER_REPLICAS tasks run $NEW_TAG, the $HASHER_REPLICAS old ones are shut down" ps_after_update
+# One task at a time, the update delay between them: the new tasks were created at least 5 s apart.
+one_at_a_time() {
+  local id times
+  times="$(for id in $(docker service ps -q --filter desired-state=running "${STACK}_hasher"); do
+    date -d "$(docker inspect -f '{{json .CreatedAt}}' "$id" | tr -d '"')" +%s.%N
+  done | sort -n)"
+  FIGURE[update_gap]="$(awk 'NR > 1 { g = $1 - p; if (min == "" || g < min) min = g } { p = $1 } END { printf "%.1f", min }' <<<"$times")"
+  echo "    the new tasks were created ${FIGURE[update_gap]} s apart (at least)"
+  ((HASHER_REPLICAS > 1)) && between "${FIGURE[update_gap]}" 5 1000
+}
+check "one task at a time (parallelism 1), 5 s apart (delay 5s)" one_at_a_time
 check "hashes still counted after the update" counter_increases
 
-log "docker service update --env-add PORT=81 ${STACK}_hasher (must roll back by itself)"
+if wait_update_state "${STACK}_webui" completed && wait_converged "${STACK}_webui"; then
+  pass "webui updated to v0.2"
+else
+  fail "webui updated to v0.2 (state: ${UPDATE_STATE:-?})"
+fi
+# Whether the page's file $1 has $2 (read whole first: grep -q would cut curl's pipe).
+page_has() {
+  local body
+  body="$(curl -fsS --max-time 3 "http://127.0.0.1:$WEBUI_PORT/$1" 2>/dev/null)" && grep -q -- "$2" <<<"$body"
+}
+# Waits (at most WAIT_SECONDS) until the page's file $1 has $2.
+wait_page_has() {
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  until page_has "$1" "$2"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+page_v02() { wait_page_has webui.css "font-size: 50px" && page_has webui.js "#2ca02c"; }
+check "the page on :$WEBUI_PORT is v0.2's: axis labels at 50px, the chart green" page_v02
+
+log "the update policy: docker service update --update-parallelism 2 --update-max-failure-ratio .25 ${STACK}_hasher"
+running_ids() { docker service ps -q --filter desired-state=running "$1" | sort | paste -sd' ' -; }
+no_op_update() {
+  local svc="$1" before after
+  shift
+  before="$(running_ids "$svc")"
+  docker service update --detach --quiet "$@" "$svc" >/dev/null || return 1
+  sleep 1
+  after="$(running_ids "$svc")"
+  [[ -n "$before" && "$before" == "$after" ]]
+}
+check "no task replaced (a metadata-only change)" no_op_update "${STACK}_hasher" --update-parallelism 2 --update-max-failure-ratio .25
+policy="$(docker service inspect -f '{{.Spec.UpdateConfig.Parallelism}} {{.Spec.UpdateConfig.MaxFailureRatio}}' "${STACK}_hasher")"
+check "docker service inspect: parallelism 2, max failure ratio 0.25 ($policy)" test "$policy" = "2 0.25"
+check "docker service update ${STACK}_worker --update-parallelism 2 --update-delay 5s: no task replaced" \
+  no_op_update "${STACK}_worker" --update-parallelism 2 --update-delay 5s
+policy="$(docker service inspect -f '{{.Spec.UpdateConfig.Parallelism}} {{.Spec.UpdateConfig.Delay}}' "${STACK}_worker")"
+check "docker service inspect: worker's parallelism 2, delay 5s ($policy)" test "$policy" = "2 5s"
+
+log "docker service rollback ${STACK}_webui (runs while the health-check steps go on)"
+rollback_webui() { docker service rollback --detach --quiet "${STACK}_webui" >/dev/null; }
+check "docker service rollback ${STACK}_webui (detached)" rollback_webui
+
+# --- health checks and the automatic rollback ---------------------------------------------------
+
+log "health checks: the lesson's --health-cmd cannot run in our images (no /bin/sh)"
+# --health-cmd is always run by /bin/sh -c (CMD-SHELL); our images have no shell.
+if docker run -d --name "$HEALTHCMD_CONTAINER" --health-cmd "/hasher healthcheck --port 80" \
+  --health-interval 1s --health-retries 1 "$REGISTRY/hasher:$TAG" >/dev/null; then
+  HEALTHCMD_CREATED=1
+fi
+
+# The lesson redeploys its stack file, which sets its hasher count; ours has 1 hasher.
+log "docker service scale ${STACK}_hasher=1 (stack.yaml's count)"
+scale_hasher_1() { docker service scale --detach "${STACK}_hasher=1" >/dev/null && wait_converged "${STACK}_hasher"; }
+check "hasher back to 1 replica" scale_hasher_1
+
+# The lesson's CLI example, on rng (its "yourservice"), while hasher's update runs: both
+# break the same way and roll back by themselves, each on its own service.
+log "the lesson's CLI example, our way, on ${STACK}_rng: no --health-cmd (the image's own check), --env-add PORT=81"
+t_cli="$(now)"
+cli_update() {
+  docker service update --detach --quiet \
+    --update-delay 5s --update-failure-action rollback --update-max-failure-ratio .25 \
+    --update-monitor 5s --update-parallelism 1 \
+    --rollback-delay 5s --rollback-failure-action pause --rollback-max-failure-ratio .5 \
+    --rollback-monitor 5s --rollback-parallelism 0 \
+    --health-interval 2s --health-retries 1 \
+    --env-add PORT=81 "${STACK}_rng" >/dev/null
+}
+check "docker service update --update-... --rollback-... --health-interval 2s --health-retries 1 --env-add PORT=81 ${STACK}_rng" cli_update
+
+log "hasher listening on 81, as the lesson's sed -i s/80/81/: tag $BROKEN_TAG, docker service update --image"
+build_broken() {
+  printf 'FROM %s\nCMD ["--port=81"]\n' "$REGISTRY/hasher:$TAG" |
+    docker build -q -t "$REGISTRY/hasher:$BROKEN_TAG" - >/dev/null 2>&1 &&
+    docker push -q "$REGISTRY/hasher:$BROKEN_TAG" >/dev/null
+}
+check "built and pushed $REGISTRY/hasher:$BROKEN_TAG (CMD [\"--port=81\"])" build_broken
 t0="$(now)"
-if docker service update --detach --quiet --env-add PORT=81 "${STACK}_hasher" >/dev/null &&
+if docker service update --detach --quiet --image="$REGISTRY/hasher:$BROKEN_TAG" "${STACK}_hasher" >/dev/null &&
   wait_update_state "${STACK}_hasher" rollback_completed "$ROLLBACK_MAX_SECONDS"; then
   FIGURE[rollback]="$(elapsed "$t0" "$(now)")"
-  pass "Swarm rolled the PORT=81 update back by itself in ${FIGURE[rollback]} s"
+  pass "Swarm rolled the update to $BROKEN_TAG back by itself in ${FIGURE[rollback]} s"
 else
-  fail "automatic rollback of PORT=81 within $ROLLBACK_MAX_SECONDS s (state: ${UPDATE_STATE:-?})"
+  fail "automatic rollback of $BROKEN_TAG within $ROLLBACK_MAX_SECONDS s (state: ${UPDATE_STATE:-?})"
 fi
 docker service inspect -f '{{.UpdateStatus.Message}}' "${STACK}_hasher" | sed 's/^/    /'
-docker service ps --format '{{.Name}} {{.Image}} {{.DesiredState}} {{.CurrentState}} {{.Error}}' "${STACK}_hasher" |
-  head -n 3 | sed 's/^/    /'
-env_now="$(docker service inspect -f '{{json .Spec.TaskTemplate.ContainerSpec.Env}}' "${STACK}_hasher")"
-no_port_81() { ! grep -q PORT=81 <<<"$env_now"; }
-check "hasher's spec is back without PORT=81 ($env_now)" no_port_81
+# The failed probes of a service's containers that match $2 (image or env), highest first.
+failing_streaks() {
+  local id
+  for id in $(docker ps -aq --filter "label=com.docker.swarm.service.name=$1"); do
+    docker inspect -f '{{.Config.Image}} {{range .Config.Env}}{{.}} {{end}}{{if .State.Health}}streak={{.State.Health.FailingStreak}}{{end}}' "$id"
+  done | grep -- "$2" | sed -n 's/.*streak=\([0-9]*\).*/\1/p' | sort -rn | paste -sd' ' -
+}
+# docker service ps: no task of the tag runs (hasher stops cleanly once its check failed: its task
+# is Complete, with no error); its containers' health checks had failed 3 times in a row.
+broken_was_unhealthy() {
+  local ps streaks
+  ps="$(docker service ps --format '{{.Image}} {{.DesiredState}} {{.CurrentState}} {{.Error}}' "${STACK}_hasher" | grep ":$BROKEN_TAG" | sed 's/@sha256:[0-9a-f]*//')"
+  streaks="$(failing_streaks "${STACK}_hasher" ":$BROKEN_TAG")"
+  awk '{ print "    " $0 }' <<<"$ps"
+  echo "    failed probes in a row, per $BROKEN_TAG container: ${streaks:-none}"
+  [[ -n "$ps" ]] && ! grep -q ' Running Running' <<<"$ps" && ((${streaks%% *} >= 3))
+}
+check "docker service ps: the $BROKEN_TAG task stopped; docker inspect: 3 failed probes" broken_was_unhealthy
+image_now="$(docker service inspect -f '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${STACK}_hasher")"
+check "hasher's spec is back on $NEW_TAG (${image_now%@*})" grep -q ":$NEW_TAG@" <<<"$image_now"
 check "hasher converged again after the rollback" wait_converged "${STACK}_hasher"
-check "hashes still counted after the rollback" counter_increases
+
+if wait_update_state "${STACK}_rng" rollback_completed "$ROLLBACK_MAX_SECONDS"; then
+  FIGURE[rollback_cli]="$(elapsed "$t_cli" "$(now)")"
+  pass "Swarm rolled rng's PORT=81 update back by itself in ${FIGURE[rollback_cli]} s"
+else
+  fail "automatic rollback of rng's PORT=81 within $ROLLBACK_MAX_SECONDS s (state: ${UPDATE_STATE:-?})"
+fi
+# The updated tasks' containers: the image's exec-form check, run every 2 s, 1 retry; the
+# one that ran it failed it (a task whose container never started has no health state).
+port81_health() {
+  local id health ok=1
+  for id in $(docker ps -aq --filter "label=com.docker.swarm.service.name=${STACK}_rng"); do
+    if docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$id" | grep -qx PORT=81; then
+      health="$(docker inspect -f '{{json .Config.Healthcheck.Test}} {{.Config.Healthcheck.Interval}} {{.Config.Healthcheck.Retries}} {{if .State.Health}}{{.State.Health.FailingStreak}}{{else}}-{{end}}' "$id")"
+      echo "    a PORT=81 container's health check, and its failed probes in a row: $health"
+      [[ "$health" == '["CMD","/rng","healthcheck","--port","80"] 2s 1 '* ]] || return 1
+      if [[ "${health##* }" =~ ^[1-9] ]]; then ok=0; fi
+    fi
+  done
+  return "$ok"
+}
+check "the PORT=81 task ran the image's own check, every 2 s, and failed it" port81_health
+spec_back() {
+  local spec
+  spec="$(docker service inspect -f '{{json .Spec.TaskTemplate.ContainerSpec.Env}} {{json .Spec.TaskTemplate.ContainerSpec.Healthcheck}} {{.Spec.UpdateConfig.MaxFailureRatio}} {{.Spec.RollbackConfig.Parallelism}}' "${STACK}_rng")"
+  echo "    env, health check override, update max failure ratio, rollback parallelism: $spec"
+  [[ "$spec" == "null null 0.5 1" ]]
+}
+check "rng's spec is back: no PORT=81, no health override, stack.yaml's policies (0.5, 1)" spec_back
+check "rng converged again after the rollback" wait_converged "${STACK}_rng"
+
+if wait_update_state "${STACK}_webui" rollback_completed; then
+  pass "webui rolled back (rollback_completed)"
+else
+  fail "webui rolled back (state: ${UPDATE_STATE:-?})"
+fi
+webui_images="$(docker service inspect -f '{{.Spec.TaskTemplate.ContainerSpec.Image}} {{.PreviousSpec.TaskTemplate.ContainerSpec.Image}}' "${STACK}_webui")"
+webui_back() { [[ "${webui_images%% *}" == "$REGISTRY/webui:$TAG"* && "${webui_images#* }" == "$REGISTRY/webui:v0.2"* ]]; }
+check "docker service inspect: webui runs $TAG again; its PreviousSpec is v0.2 (a second rollback goes back to it)" webui_back
+check "the page on :$WEBUI_PORT is back to 15px" wait_page_has webui.css "font-size: 15px"
+
+healthcmd_unhealthy() {
+  local deadline=$((SECONDS + 20)) state
+  while ((SECONDS < deadline)); do
+    state="$(docker inspect -f '{{.State.Health.Status}}' "$HEALTHCMD_CONTAINER" 2>/dev/null)"
+    [[ "$state" == unhealthy ]] && break
+    sleep 0.5
+  done
+  echo "    $(docker inspect -f '{{with index .State.Health.Log 0}}{{.Output}}{{end}}' "$HEALTHCMD_CONTAINER" 2>/dev/null | head -n 1 | cut -c1-160)"
+  [[ "$state" == unhealthy ]] && docker inspect -f '{{range .State.Health.Log}}{{.Output}}{{end}}' "$HEALTHCMD_CONTAINER" | grep -q '"/bin/sh": stat /bin/sh: no such file'
+}
+check "docker run --health-cmd \"/hasher healthcheck --port 80\": unhealthy, /bin/sh not found" healthcmd_unhealthy
+docker rm -f "$HEALTHCMD_CONTAINER" >/dev/null 2>&1 && HEALTHCMD_CREATED=0
+check "hashes still counted after the rollbacks" counter_increases
 
 log "docker stack rm $STACK"
 stack_gone() {
