@@ -30,6 +30,7 @@ BUILDER_NAME="${BUILDER_NAME:-dockercoins-cold-build}"
 NODE_IMAGE="${NODE_IMAGE:-dockercoins-node:bookworm-1}"
 RUST_IMAGE="${RUST_IMAGE:-rust:1.95-slim-bookworm}"
 KEEP_LOGS="${KEEP_LOGS:-$(mktemp -d /tmp/dockercoins-cold-build.XXXXXX)}"
+mkdir -p "$KEEP_LOGS"
 DOCKER_CLIENT="$(command -v docker)"
 PLUGIN="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins/docker-compose"
 
