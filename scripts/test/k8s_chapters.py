@@ -317,7 +317,7 @@ def registry_run(L) -> None:
         pulled = kt.docker("pull", "-q", pushed[-1], check_rc=False, timeout=120)
         kt.check(pulled.returncode == 0, f"shipping images: a node pulls {pushed[-1]} back", pulled.stderr.strip()[-200:])
     finally:
-        kt.docker("rm", "-f", name, check_rc=False)
+        kt.docker("rm", "-f", "-v", name, check_rc=False)
         kt.docker("rmi", *pushed, check_rc=False)
     kt.log(f"shipping images under Docker: {time.time() - started:.0f} s")
     L.LESSONS.append(("shipping images", "registry:2 on a node port, scripts/push.sh, pull", "ok"))

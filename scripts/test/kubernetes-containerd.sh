@@ -60,7 +60,7 @@ cleanup() {
   local ids
   ids=$(docker ps -aq --filter "label=$LABEL-containerd" 2>/dev/null || true)
   # shellcheck disable=SC2086 # one id per word
-  [[ -z "$ids" ]] || docker rm -f $ids >/dev/null 2>&1 || true
+  [[ -z "$ids" ]] || docker rm -f -v $ids >/dev/null 2>&1 || true
   # The daemon's state and data (snapshots of our images): the suite's own directories.
   rm -rf "${STATE:?}" "${DATA:?}"
 }

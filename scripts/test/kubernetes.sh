@@ -75,7 +75,7 @@ cleanup() {
   local ids
   ids=$(docker ps -aq --filter "label=org.dockercoins.test=$PREFIX" 2>/dev/null || true)
   # shellcheck disable=SC2086 # one id per word
-  [[ -z "$ids" ]] || docker rm -f $ids >/dev/null 2>&1 || true
+  [[ -z "$ids" ]] || docker rm -f -v $ids >/dev/null 2>&1 || true
   docker network rm "$PREFIX-net" >/dev/null 2>&1 || true
   docker rmi "$VARIANT/worker:v0.2" "$VARIANT/webui:v0.2" "$VARIANT/rng:v0.2" \
     "$VARIANT/worker:$TAG" "$VARIANT/webui:$TAG" "$VARIANT/rng:$TAG" >/dev/null 2>&1 || true
