@@ -79,8 +79,6 @@ declare -A FIGURE=()
 DIR="$(mktemp -d /tmp/gelf-e2e.XXXXXX)"
 OUT="$DIR/received.jsonl"
 RECEIVER_PID=""
-SWARM_CREATED=0
-GWBRIDGE_CREATED=0
 STACK_OWNED=0
 COMPOSE_OWNED=0
 COMPOSE_PID=""
@@ -104,7 +102,7 @@ remove_stack() {
 }
 
 cleanup() {
-  local rc=$? i
+  local rc=$?
   set +e
   trap - EXIT INT TERM
   log "cleaning up"
@@ -120,14 +118,7 @@ cleanup() {
     wait "$RECEIVER_PID" 2>/dev/null
     sed 's/^/    /' "$DIR/receiver.log"
   fi
-  if ((SWARM_CREATED)); then
-    docker swarm leave --force >/dev/null
-    for i in $(seq 1 30); do
-      if ((!GWBRIDGE_CREATED)) || docker network rm docker_gwbridge >/dev/null 2>&1; then break; fi
-      if ((i == 30)); then log "docker_gwbridge is still in use; remove it later: docker network rm docker_gwbridge"; fi
-      sleep 1
-    done
-  fi
+  swarm_leave_if_created
   if [[ "$KEEP_DIR" == 1 ]]; then log "messages kept in $DIR"; else rm -rf "$DIR"; fi
   return "$rc"
 }
@@ -248,15 +239,7 @@ fi
 
 # --- swarm and images -------------------------------------------------------------------------
 
-swarm_state="$(docker info --format '{{.Swarm.LocalNodeState}}')"
-if [[ "$swarm_state" == inactive ]]; then
-  log "docker swarm init --advertise-addr 127.0.0.1"
-  if ! network_exists docker_gwbridge; then GWBRIDGE_CREATED=1; fi
-  docker swarm init --advertise-addr 127.0.0.1 >/dev/null || abort "docker swarm init"
-  SWARM_CREATED=1
-elif [[ "$(docker info --format '{{.Swarm.ControlAvailable}}')" != true ]]; then
-  abort "this engine is in a swarm ($swarm_state) but not a manager; run the test on a manager"
-fi
+swarm_join
 NODE_ID="$(docker info --format '{{.Swarm.NodeID}}')"
 NODE_NAME="$(docker info --format '{{.Name}}')"
 

@@ -33,3 +33,36 @@ abort() {
   fail "$*"
   finish
 }
+
+# --- a single-node Swarm of this engine -------------------------------------------------
+# swarm_join: `docker swarm init` if the engine is in no swarm (SWARM_CREATED=1, and
+# GWBRIDGE_CREATED=1 if that made docker_gwbridge), or use the active one if this
+# engine is a manager. swarm_leave_if_created undoes it, in the test's clean-up.
+SWARM_CREATED=0
+GWBRIDGE_CREATED=0
+swarm_join() {
+  local state
+  state="$(docker info --format '{{.Swarm.LocalNodeState}}')"
+  if [[ "$state" == inactive ]]; then
+    log "docker swarm init --advertise-addr 127.0.0.1"
+    # `swarm init` creates docker_gwbridge and `swarm leave` keeps it: remove it too if it is new.
+    docker network inspect docker_gwbridge >/dev/null 2>&1 || GWBRIDGE_CREATED=1
+    docker swarm init --advertise-addr 127.0.0.1 >/dev/null || abort "docker swarm init"
+    SWARM_CREATED=1
+  elif [[ "$(docker info --format '{{.Swarm.ControlAvailable}}')" != true ]]; then
+    abort "this engine is in a swarm ($state) but not a manager; run the test on a manager"
+  else
+    log "using the active swarm (it stays)"
+  fi
+}
+swarm_leave_if_created() {
+  ((SWARM_CREATED)) || return 0
+  docker swarm leave --force >/dev/null
+  # Its endpoints go some time after the swarm's containers.
+  local i
+  for i in $(seq 1 30); do
+    if ((!GWBRIDGE_CREATED)) || docker network rm docker_gwbridge >/dev/null 2>&1; then return 0; fi
+    sleep 1
+  done
+  log "docker_gwbridge is still in use; remove it later: docker network rm docker_gwbridge"
+}

@@ -109,8 +109,6 @@ TEST_NAME=swarm-e2e
 source "$ROOT/scripts/test/lib.sh"
 declare -A FIGURE=()
 # What this run created, so that the clean-up removes exactly that.
-SWARM_CREATED=0
-GWBRIDGE_CREATED=0
 REGISTRY_CREATED=0
 APP_OWNED=0
 DEBUG_CREATED=0
@@ -160,7 +158,7 @@ remember_volumes() {
 }
 
 cleanup() {
-  local rc=$? vol tag net i
+  local rc=$? vol tag net
   set +e
   trap - EXIT INT TERM
   log "cleaning up"
@@ -189,15 +187,7 @@ cleanup() {
   for tag in "${CREATED_TAGS[@]}"; do
     if docker image inspect "$tag" >/dev/null 2>&1; then docker image rm "$tag" >/dev/null; fi
   done
-  if ((SWARM_CREATED)); then
-    docker swarm leave --force >/dev/null
-    # Its endpoints go some time after the swarm's containers.
-    for i in $(seq 1 30); do
-      if ((!GWBRIDGE_CREATED)) || docker network rm docker_gwbridge >/dev/null 2>&1; then break; fi
-      if ((i == 30)); then log "docker_gwbridge is still in use; remove it later: docker network rm docker_gwbridge"; fi
-      sleep 1
-    done
-  fi
+  swarm_leave_if_created
   return "$rc"
 }
 trap cleanup EXIT
@@ -379,19 +369,7 @@ echo "    $no_registry_msg"
 
 # --- swarm and registry ---------------------------------------------------------------------
 
-swarm_state="$(docker info --format '{{.Swarm.LocalNodeState}}')"
-if [[ "$swarm_state" == inactive ]]; then
-  log "docker swarm init --advertise-addr 127.0.0.1"
-  # `swarm init` creates docker_gwbridge and `swarm leave` keeps it: remove it too if it is new.
-  if ! network_exists docker_gwbridge; then GWBRIDGE_CREATED=1; fi
-  docker swarm init --advertise-addr 127.0.0.1 >/dev/null || abort "docker swarm init"
-  SWARM_CREATED=1
-elif [[ "$(docker info --format '{{.Swarm.ControlAvailable}}')" != true ]]; then
-  echo "swarm-e2e: this engine is in a swarm ($swarm_state) but not a manager; run the test on a manager" >&2
-  exit 1
-else
-  log "using the active swarm (it stays)"
-fi
+swarm_join
 
 # Refuse to touch what is not ours.
 conflicts=()
