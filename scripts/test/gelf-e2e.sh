@@ -83,7 +83,7 @@ STACK_OWNED=0
 COMPOSE_OWNED=0
 COMPOSE_PID=""
 
-stack_exists() { docker stack ls --format '{{.Name}}' | grep -qx -- "$STACK"; }
+stack_exists() { docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx -- "$STACK"; }
 network_exists() { docker network inspect "$1" >/dev/null 2>&1; }
 
 # Waits until no container of the stack is left, then until its network is gone.
