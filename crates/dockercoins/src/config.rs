@@ -1,14 +1,12 @@
 //! Configuration: every knob is an environment variable with a command-line
 //! twin, and its default is the classic app's value. A bad value stops the
-//! service at start with one line naming the variable and what it expected.
+//! service at start with one line naming the variable and what it expected
+//! ([`bad_value`]); other command-line errors are clap's own.
 
-use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{Args, FromArgMatches};
-
-use crate::Cli;
+use clap::Args;
+use clap::error::{ContextKind, ContextValue};
 
 /// The knobs every service has.
 #[derive(Args, Debug, Clone)]
@@ -72,69 +70,46 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         .map_err(|_| "expected a duration such as 100ms, 2s or 0".to_owned())
 }
 
-/// Parses the command line and environment. On a bad value it prints one line,
-/// `<name>: VARIABLE (--flag): invalid value 'x': what was expected`, and
-/// returns the exit code; `--help` and `--version` print as usual.
-pub(crate) fn parse<C: Args>(name: &'static str, about: &'static str) -> Result<Cli<C>, ExitCode> {
-    let command = crate::command::<C>(name, about);
-    let result = command
-        .clone()
-        .try_get_matches()
-        .and_then(|mut matches| Cli::<C>::from_arg_matches_mut(&mut matches));
-    match result {
-        Ok(cli) => Ok(cli),
-        Err(err)
-            if matches!(
-                err.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) =>
-        {
-            let _ = err.print();
-            Err(ExitCode::SUCCESS)
-        }
-        Err(err) => {
-            eprintln!("{name}: {}", one_line(&command, &err));
-            Err(ExitCode::from(2))
-        }
-    }
-}
-
-/// Turns a Clap error into one line that names the environment variable.
-pub fn one_line(command: &clap::Command, err: &clap::Error) -> String {
-    let context = |kind| match err.get(kind) {
-        Some(ContextValue::String(text)) => Some(text.clone()),
+/// The one line that says which knob has a bad value:
+/// `VARIABLE (--flag): invalid value 'x': what was expected`, made of the
+/// parts clap keeps in its error (the argument, the value, and the value
+/// parser's own error, or the possible values). `None` when the error is
+/// not about a value (an unknown flag, a missing one): clap's own message
+/// says it best.
+pub fn bad_value(command: &clap::Command, err: &clap::Error) -> Option<String> {
+    let text = |kind| match err.get(kind) {
+        Some(ContextValue::String(text)) => Some(text),
         _ => None,
     };
-    match (
-        context(ContextKind::InvalidArg),
-        context(ContextKind::InvalidValue),
+    let (arg, value) = (
+        text(ContextKind::InvalidArg)?,
+        text(ContextKind::InvalidValue)?,
+    );
+    // Built, the command's arguments render as clap renders them in errors.
+    let mut command = command.clone();
+    command.build();
+    let knob = command
+        .get_arguments()
+        .find(|known| known.to_string() == *arg)?;
+    let flag = match knob.get_long() {
+        Some(long) => format!("--{long}"),
+        None => arg.clone(),
+    };
+    let reason = match (
+        std::error::Error::source(err),
+        err.get(ContextKind::ValidValue),
     ) {
-        (Some(arg), Some(value)) => {
-            let flag = arg.split_whitespace().next().unwrap_or(&arg);
-            let variable = command
-                .get_arguments()
-                .find(|a| a.get_long().is_some_and(|long| flag == format!("--{long}")))
-                .and_then(|a| a.get_env())
-                .map(|env| env.to_string_lossy().into_owned());
-            let reason = err
-                .to_string()
-                .lines()
-                .next()
-                .and_then(|line| line.rsplit_once("': ").map(|(_, r)| r.to_owned()))
-                .unwrap_or_else(|| "not accepted".to_owned());
-            match variable {
-                Some(variable) => {
-                    format!("{variable} ({flag}): invalid value '{value}': {reason}")
-                }
-                None => format!("{flag}: invalid value '{value}': {reason}"),
-            }
+        (Some(reason), _) => reason.to_string(),
+        (None, Some(ContextValue::Strings(values))) => {
+            format!("possible values: {}", values.join(", "))
         }
-        _ => err
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or("invalid command line")
-            .trim_start_matches("error: ")
-            .to_owned(),
-    }
+        _ => "not accepted".to_owned(),
+    };
+    Some(match knob.get_env() {
+        Some(variable) => format!(
+            "{} ({flag}): invalid value '{value}': {reason}",
+            variable.to_string_lossy()
+        ),
+        None => format!("{flag}: invalid value '{value}': {reason}"),
+    })
 }

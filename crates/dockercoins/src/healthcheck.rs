@@ -35,7 +35,7 @@ pub async fn run(url: &str) -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(Err(err)) => {
-            println!("unhealthy: {url}: {}", crate::error_chain(&err));
+            println!("unhealthy: {url}: {}", crate::error::error_chain(&err));
             ExitCode::FAILURE
         }
         Err(_) => {

@@ -132,11 +132,12 @@ impl Running {
 }
 
 /// Starts a service's `run` with `args` (e.g. `["--delay", "0"]`).
-pub async fn spawn<C, F, Fut>(name: &'static str, args: &[&str], run: F) -> Running
+pub async fn spawn<C, F, Fut, E>(name: &'static str, args: &[&str], run: F) -> Running
 where
     C: clap::Args + Send + 'static,
     F: FnOnce(C, crate::Service) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
 {
     let cli = crate::parse_from::<C, _, _>(name, "test", std::iter::once(&name).chain(args))
         .expect("valid test arguments");
@@ -153,7 +154,8 @@ where
         ignore_sigterm: stop.ignore_sigterm.clone(),
         common: cli.common,
     };
-    let task = tokio::spawn(run(cli.service, service));
+    let running = run(cli.service, service);
+    let task = tokio::spawn(async move { running.await.map_err(|err| err.to_string()) });
     Running {
         address,
         shutdown: stop.shutdown.clone(),

@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::routing::get;
-use dockercoins::http::{Readiness, Routes, not_found, serve};
+use dockercoins::http::{Readiness, ServeError, not_found, serve};
 use dockercoins::metrics::{METRICS, markdown_table};
 use dockercoins::shutdown::Stop;
 use dockercoins::{CancellationToken, Service};
@@ -28,11 +29,11 @@ struct Served {
     base: String,
     shutdown: CancellationToken,
     stop: Stop,
-    task: tokio::task::JoinHandle<Result<(), String>>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
 
 /// Serves `routes` as a service does, with `args` as its command line.
-async fn start(routes: Routes, args: &[&str]) -> Served {
+async fn start(routes: Router, args: &[&str]) -> Served {
     dockercoins::metrics::install();
     let cli = dockercoins::parse_from::<NoKnobs, _, _>(
         "test",
@@ -83,7 +84,7 @@ fn value(metrics: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn requests_are_counted_by_route_method_and_status() {
-    let routes = Routes::new()
+    let routes = Router::new()
         .route("/items/{id}", get(|| async { "item\n" }))
         .fallback(not_found);
     let served = start(routes, &[]).await;
@@ -159,12 +160,12 @@ async fn requests_are_counted_by_route_method_and_status() {
     );
 
     served.shutdown.cancel();
-    assert_eq!(served.task.await.expect("join"), Ok(()));
+    served.task.await.expect("join").expect("a clean stop");
 }
 
 #[tokio::test]
 async fn a_stop_lets_requests_in_flight_finish_and_refuses_new_ones() {
-    let routes = Routes::new().route(
+    let routes = Router::new().route(
         "/slow",
         get(|| async {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -195,7 +196,7 @@ async fn a_stop_lets_requests_in_flight_finish_and_refuses_new_ones() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(in_flight.await.expect("join"), (200, "done\n".into()));
-    assert_eq!(served.task.await.expect("join"), Ok(()));
+    served.task.await.expect("join").expect("a clean stop");
     let took = stop.elapsed();
     assert!(took < Duration::from_millis(600), "the stop took {took:?}");
 }
@@ -210,7 +211,7 @@ async fn fresh_get(url: &str) -> Option<(u16, String)> {
 
 #[tokio::test]
 async fn a_drain_says_not_ready_yet_keeps_serving_new_connections_then_closes() {
-    let routes = Routes::new().route("/work", get(|| async { "done\n" }));
+    let routes = Router::new().route("/work", get(|| async { "done\n" }));
     let served = start(routes, &[]).await;
     let (readyz, work) = (
         format!("{}/readyz", served.base),
@@ -244,7 +245,7 @@ async fn a_drain_says_not_ready_yet_keeps_serving_new_connections_then_closes() 
     assert!(served_during_drain >= 5, "{served_during_drain} requests");
     drained.await.expect("join");
     // After the drain: the listener is closed and the service has stopped.
-    assert_eq!(served.task.await.expect("join"), Ok(()));
+    served.task.await.expect("join").expect("a clean stop");
     assert_eq!(fresh_get(&work).await, None, "connected after the drain");
     let took = started.elapsed();
     assert!(
@@ -255,7 +256,7 @@ async fn a_drain_says_not_ready_yet_keeps_serving_new_connections_then_closes() 
 
 #[tokio::test]
 async fn shutdown_timeout_bounds_the_wait_for_requests_that_never_end() {
-    let routes = Routes::new().route(
+    let routes = Router::new().route(
         "/forever",
         get(|| async {
             tokio::time::sleep(Duration::from_secs(60)).await;
@@ -269,7 +270,7 @@ async fn shutdown_timeout_bounds_the_wait_for_requests_that_never_end() {
 
     let stop = Instant::now();
     served.shutdown.cancel();
-    assert_eq!(served.task.await.expect("join"), Ok(()));
+    served.task.await.expect("join").expect("a clean stop");
     let took = stop.elapsed();
     assert!(
         took >= Duration::from_millis(200) && took < Duration::from_millis(700),

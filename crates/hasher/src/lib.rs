@@ -8,14 +8,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
-use dockercoins::Service;
-use dockercoins::http::{Readiness, Routes, not_found};
+use dockercoins::http::{Readiness, not_found};
+use dockercoins::{BoxError, Service};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
 
@@ -40,15 +41,16 @@ pub struct Config {
     pub body_timeout: Duration,
 }
 
-pub async fn run(config: Config, service: Service) -> Result<(), String> {
+pub async fn run(config: Config, service: Service) -> Result<(), BoxError> {
     let routes = app(config, &service.instance);
-    dockercoins::http::serve(service, routes, Readiness::Always).await
+    dockercoins::http::serve(service, routes, Readiness::Always).await?;
+    Ok(())
 }
 
 /// The routes, without the operations endpoints.
-pub fn app(config: Config, instance: &str) -> Routes {
+pub fn app(config: Config, instance: &str) -> Router {
     let running = format!("HASHER running on {instance}\n");
-    Routes::new()
+    Router::new()
         .route("/", get(|| async move { running }).post(hash))
         .fallback(not_found)
         .with_state(Arc::new(config))

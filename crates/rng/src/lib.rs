@@ -9,13 +9,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
-use dockercoins::http::{Readiness, Routes, not_found};
-use dockercoins::{CancellationToken, Service};
+use dockercoins::http::{Readiness, not_found};
+use dockercoins::{BoxError, CancellationToken, Service};
 use tokio::sync::Semaphore;
 
 pub const ABOUT: &str = "DockerCoins rng: hands out random bytes, one request at a time";
@@ -45,13 +46,14 @@ struct Rng {
     shutdown: CancellationToken,
 }
 
-pub async fn run(config: Config, service: Service) -> Result<(), String> {
+pub async fn run(config: Config, service: Service) -> Result<(), BoxError> {
     let routes = app(config, &service.instance, service.shutdown.clone());
-    dockercoins::http::serve(service, routes, Readiness::Always).await
+    dockercoins::http::serve(service, routes, Readiness::Always).await?;
+    Ok(())
 }
 
 /// The routes, without the operations endpoints.
-pub fn app(config: Config, instance: &str, shutdown: CancellationToken) -> Routes {
+pub fn app(config: Config, instance: &str, shutdown: CancellationToken) -> Router {
     let line = (config.concurrency > 0).then(|| Arc::new(Semaphore::new(config.concurrency)));
     let rng = Arc::new(Rng {
         config,
@@ -59,7 +61,7 @@ pub fn app(config: Config, instance: &str, shutdown: CancellationToken) -> Route
         line,
         shutdown,
     });
-    Routes::new()
+    Router::new()
         .route("/", get(index))
         .route("/{how_many_bytes}", get(random_bytes))
         .fallback(not_found)

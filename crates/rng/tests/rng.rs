@@ -34,7 +34,7 @@ async fn get(app: axum::Router, path: &str) -> (StatusCode, Option<String>, Vec<
 }
 
 fn app(args: &[&str]) -> axum::Router {
-    rng::app(config(args), "rng-test", CancellationToken::new()).into_router()
+    rng::app(config(args), "rng-test", CancellationToken::new())
 }
 
 #[tokio::test]

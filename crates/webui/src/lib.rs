@@ -17,15 +17,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
-use dockercoins::http::{Readiness, Routes};
+use dockercoins::http::Readiness;
 use dockercoins::redis::{Redis, SentinelOptions};
-use dockercoins::{CancellationToken, Service};
+use dockercoins::{BoxError, CancellationToken, Service};
 use serde::Serialize;
 
 use crate::counters::SharedReads;
@@ -60,18 +61,19 @@ struct Webui {
     shutdown: CancellationToken,
 }
 
-pub async fn run(config: Config, service: Service) -> Result<(), String> {
+pub async fn run(config: Config, service: Service) -> Result<(), BoxError> {
     let redis = Redis::from_options(&config.redis_url, &config.sentinel)?;
     let live = sampler::start(redis.clone(), service.shutdown.clone());
     let routes = app(&config, redis.clone(), live, service.shutdown.clone());
-    dockercoins::http::serve(service, routes, Readiness::Redis(redis)).await
+    dockercoins::http::serve(service, routes, Readiness::Redis(redis)).await?;
+    Ok(())
 }
 
 /// The routes, without the operations endpoints. `live` is what the sampler
 /// knows; `shutdown` ends the event streams so that open pages never hold up
 /// a stop.
-pub fn app(config: &Config, redis: Redis, live: Arc<Live>, shutdown: CancellationToken) -> Routes {
-    Routes::new()
+pub fn app(config: &Config, redis: Redis, live: Arc<Live>, shutdown: CancellationToken) -> Router {
+    Router::new()
         // A relative redirect, as every URL of the page is relative: behind a
         // proxy that adds a path (`kubectl proxy`'s
         // `/api/v1/namespaces/<ns>/services/webui/proxy/`, an Ingress with a

@@ -24,10 +24,7 @@ fn app(server: &RedisServer) -> (Router, CancellationToken) {
     let redis = Redis::open(&server.url()).expect("a valid url");
     let shutdown = CancellationToken::new();
     let live = webui::sampler::start(redis.clone(), shutdown.clone());
-    (
-        webui::app(&config, redis, live, shutdown.clone()).into_router(),
-        shutdown,
-    )
+    (webui::app(&config, redis, live, shutdown.clone()), shutdown)
 }
 
 async fn get_json(app: &Router, path: &str) -> (StatusCode, Value) {

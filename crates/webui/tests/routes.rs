@@ -24,10 +24,7 @@ fn app(assets_dir: Option<PathBuf>) -> (Router, CancellationToken) {
     let redis = Redis::open(NO_REDIS).expect("a valid url");
     let shutdown = CancellationToken::new();
     let live = webui::sampler::start(redis.clone(), shutdown.clone());
-    (
-        webui::app(&config, redis, live, shutdown.clone()).into_router(),
-        shutdown,
-    )
+    (webui::app(&config, redis, live, shutdown.clone()), shutdown)
 }
 
 async fn get(app: &Router, path: &str) -> (StatusCode, String, String) {

@@ -33,10 +33,7 @@ fn app(redis_url: &str) -> (Router, CancellationToken) {
     let shutdown = CancellationToken::new();
     let elsewhere = Redis::open(NO_REDIS).expect("a valid url");
     let live = webui::sampler::start(elsewhere, shutdown.clone());
-    (
-        webui::app(&config, redis, live, shutdown.clone()).into_router(),
-        shutdown,
-    )
+    (webui::app(&config, redis, live, shutdown.clone()), shutdown)
 }
 
 /// `/json`'s status and body; every answer, 200 or not, is JSON.

@@ -13,12 +13,13 @@ mod ledger;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::http::Uri;
 use bytes::Bytes;
 use clap::Args;
-use dockercoins::http::{Readiness, Routes, not_found};
+use dockercoins::http::{Readiness, not_found};
 use dockercoins::redis::{Redis, SentinelOptions};
-use dockercoins::{CancellationToken, Service};
+use dockercoins::{BoxError, CancellationToken, Service};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
@@ -115,7 +116,7 @@ pub struct Config {
     pub ignore_sigterm: bool,
 }
 
-pub async fn run(config: Config, service: Service) -> Result<(), String> {
+pub async fn run(config: Config, service: Service) -> Result<(), BoxError> {
     // A batch's reply comes after `WAIT`: it may take the wait on top.
     let redis = Redis::from_options(&config.redis_url, &config.sentinel)?
         .with_slower_replies(config.redis_wait_timeout);
@@ -135,7 +136,7 @@ pub async fn run(config: Config, service: Service) -> Result<(), String> {
     // The worker listens only for the operations endpoints.
     let ops = dockercoins::http::serve(
         service,
-        Routes::new().fallback(not_found),
+        Router::new().fallback(not_found),
         Readiness::Redis(redis.clone()),
     );
     let (served, mined) = tokio::join!(ops, mine(config, instance, redis, shutdown));
@@ -157,7 +158,8 @@ pub async fn run(config: Config, service: Service) -> Result<(), String> {
             summary.batches_restored
         );
     }
-    served
+    served?;
+    Ok(())
 }
 
 /// Mines until `shutdown` is cancelled, then flushes what is left and says

@@ -77,7 +77,10 @@ struct Server {
     kind: Kind,
     port: u16,
     delay: Duration,
-    running: Option<(CancellationToken, JoinHandle<Result<(), String>>)>,
+    running: Option<(
+        CancellationToken,
+        JoinHandle<Result<(), dockercoins::BoxError>>,
+    )>,
 }
 
 impl Server {
@@ -118,11 +121,14 @@ impl Server {
                 };
                 tokio::spawn(hasher::run(config, service))
             }
-            Kind::GarbageHasher => tokio::spawn(dockercoins::http::serve(
-                service,
-                garbage_hasher(),
-                dockercoins::http::Readiness::Always,
-            )),
+            Kind::GarbageHasher => {
+                let served = dockercoins::http::serve(
+                    service,
+                    garbage_hasher(),
+                    dockercoins::http::Readiness::Always,
+                );
+                tokio::spawn(async move { Ok(served.await?) })
+            }
         };
         self.running = Some((token, handle));
     }
@@ -131,7 +137,9 @@ impl Server {
         if let Some((token, handle)) = self.running.take() {
             token.cancel();
             let result = handle.await.expect("server task");
-            assert_eq!(result, Ok(()), "the server stopped with an error");
+            if let Err(err) = result {
+                panic!("the server stopped with an error: {err}");
+            }
         }
     }
 
@@ -146,9 +154,9 @@ impl Server {
 
 /// A hasher gone wrong: every answer is something other than the SHA-256 of
 /// the body, several of them starting with `0` (what a coin looks like).
-fn garbage_hasher() -> dockercoins::http::Routes {
+fn garbage_hasher() -> axum::Router {
     static CALLS: AtomicU64 = AtomicU64::new(0);
-    dockercoins::http::Routes::new().route(
+    axum::Router::new().route(
         "/",
         post(|| async {
             let zeros = "0".repeat(64);

@@ -269,7 +269,7 @@ fn a_bad_value_names_its_variable() {
         ["worker", "--sleep", "fast"],
     )
     .expect_err("`fast` is no duration");
-    let line = dockercoins::config::one_line(&command, &err);
+    let line = dockercoins::config::bad_value(&command, &err).expect("a bad value");
     assert_eq!(
         line,
         "WORKER_SLEEP (--sleep): invalid value 'fast': expected a duration such as 100ms, 2s or 0"
@@ -280,5 +280,9 @@ fn a_bad_value_names_its_variable() {
         ["worker", "--concurrency", "0"],
     )
     .expect_err("no workers is no worker");
-    assert!(dockercoins::config::one_line(&command, &err).starts_with("WORKER_CONCURRENCY"));
+    let line = dockercoins::config::bad_value(&command, &err).expect("a bad value");
+    assert_eq!(
+        line,
+        "WORKER_CONCURRENCY (--concurrency): invalid value '0': 0 is not in 1..=4294967295"
+    );
 }
