@@ -13,6 +13,10 @@ use crate::config::{self, Common};
 use crate::error::{BoxError, error_chain};
 use crate::{healthcheck, http, logging, metrics, shutdown};
 
+/// The target of the skeleton's log lines: the crate's name, as they have
+/// always had (not this module's path).
+const LOG_TARGET: &str = "dockercoins";
+
 /// The command line of every service: the shared knobs, the service's own
 /// knobs, and the optional `healthcheck` subcommand.
 #[derive(Parser, Debug)]
@@ -108,13 +112,13 @@ fn run_service(
         let listener = match http::bind(common.port).await {
             Ok(listener) => listener,
             Err(err) => {
-                tracing::error!("cannot listen on port {}: {err}", common.port);
+                tracing::error!(target: LOG_TARGET, "cannot listen on port {}: {err}", common.port);
                 return ExitCode::FAILURE;
             }
         };
         let stop = shutdown::on_signal(common.shutdown_drain);
         let instance = common.instance();
-        tracing::info!(instance, port = common.port, "{name} starting with {knobs}");
+        tracing::info!(target: LOG_TARGET, instance, port = common.port, "{name} starting with {knobs}");
         let service = Service {
             instance,
             listener,
@@ -125,11 +129,11 @@ fn run_service(
         };
         match run(service).await {
             Ok(()) => {
-                tracing::info!("{name} stopped");
+                tracing::info!(target: LOG_TARGET, "{name} stopped");
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                tracing::error!("{name} failed: {}", error_chain(err.as_ref()));
+                tracing::error!(target: LOG_TARGET, "{name} failed: {}", error_chain(err.as_ref()));
                 ExitCode::FAILURE
             }
         }

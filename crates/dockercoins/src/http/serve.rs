@@ -15,6 +15,10 @@ use super::ops::{self, Readiness};
 use super::reasons::method_not_allowed;
 use crate::service::Service;
 
+/// The target of serving's log lines: `dockercoins::http`, as they have
+/// always had (not this module's path).
+const LOG_TARGET: &str = "dockercoins::http";
+
 /// The server stopped on an error of its own (not a request's).
 #[derive(Debug, thiserror::Error)]
 #[error("server error: {0}")]
@@ -81,7 +85,7 @@ async fn serve_app(
     } = service;
     let app = app(routes, &instance, readiness, draining);
     if let Ok(address) = listener.local_addr() {
-        tracing::info!("listening on {address}");
+        tracing::info!(target: LOG_TARGET, "listening on {address}");
     }
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -97,7 +101,7 @@ async fn serve_app(
     tokio::select! {
         result = server => result.map_err(ServeError),
         () = deadline => {
-            tracing::warn!("connections still open after {:?}; stopping anyway", common.shutdown_timeout);
+            tracing::warn!(target: LOG_TARGET, "connections still open after {:?}; stopping anyway", common.shutdown_timeout);
             Ok(())
         }
     }

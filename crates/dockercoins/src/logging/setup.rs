@@ -44,7 +44,7 @@ pub fn init(common: &Common) {
     }
     // A panic is an event like the others: one line, in the chosen format.
     std::panic::set_hook(Box::new(|panic| {
-        tracing::error!("{panic}");
+        tracing::error!(target: "dockercoins::logging", "{panic}");
     }));
 }
 
