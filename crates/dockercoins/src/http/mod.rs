@@ -6,6 +6,7 @@
 //!   bounded by `SHUTDOWN_TIMEOUT`;
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`reasons`]: the one-line reasons of 404 and 405;
+//! - [`peer`]: each connection's peer, for the access-log line;
 //! - [`observe`]: the one layer that observes each request: its access-log
 //!   line, its metrics, and the `X-Instance` header naming who answered;
 //! - [`access`]: the access-log line's text.
@@ -13,6 +14,7 @@
 pub mod access;
 pub mod observe;
 pub mod ops;
+pub mod peer;
 pub mod reasons;
 pub mod serve;
 

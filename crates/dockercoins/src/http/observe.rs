@@ -11,8 +11,15 @@
 //! A plain tower service with a future of its own: no boxed future or boxed
 //! `Next` of its own (axum's `from_fn` makes several). Each route's metric
 //! series are found once, at its first request, and kept by the route's own
-//! copy of the layer ([`metrics::HttpRoute`]); the access-log line is
+//! copy of the layer ([`crate::metrics::HttpRoute`]); the access-log line is
 //! formatted only when its level is on ([`access`]).
+//!
+//! Its price: axum boxes a layered route once more for every request (a
+//! clone of the boxed route and a boxed future). Measured with
+//! `scripts/profile.sh hasher_get`, the layer on every route cost about 890
+//! instructions per request more than the same observation around the whole
+//! router with the route found by a second match of the path (17,439 →
+//! 18,329, the peer left out; 18,730 with it, docs/performance.md).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,6 +36,7 @@ use tower::{Layer, Service};
 use tracing::Level;
 
 use super::access::{self, Seen};
+use super::peer;
 use crate::metrics::HttpRoute;
 
 /// The header by which rng and hasher (and every service) say who answered.
@@ -113,10 +121,12 @@ where
         let method = method_index(request.method());
         let metrics = self.metrics_of(&request);
         let seen = tracing::enabled!(target: "access", Level::INFO).then(|| Seen {
-            peer: request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(peer)| *peer),
+            peer: peer::current().or_else(|| {
+                request
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|ConnectInfo(peer)| *peer)
+            }),
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),

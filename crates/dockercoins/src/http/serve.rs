@@ -2,7 +2,7 @@
 //! the request observation added, and a graceful stop bounded by
 //! `SHUTDOWN_TIMEOUT`.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use axum::Router;
 use axum::serve::ListenerExt;
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::observe::ObserveLayer;
 use super::ops::{self, Readiness};
+use super::peer::MakePeer;
 use super::reasons::method_not_allowed;
 use crate::service::Service;
 
@@ -90,8 +91,8 @@ async fn serve_app(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    // The peer's address goes with each request, for the access-log line.
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    // Each connection's peer, for the access-log line.
+    let app = MakePeer(app);
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let deadline = async {
