@@ -157,3 +157,33 @@ impl Redis {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Redis, RedisOptions};
+
+    /// Options that name no usable Redis are refused at the start, with the
+    /// knob to fix; nothing is connected before the first use.
+    #[test]
+    fn options_are_checked_before_any_connection() {
+        let err = Redis::new(&RedisOptions::at("http://redis")).err();
+        let err = err.map(|err| err.to_string()).unwrap_or_default();
+        assert!(err.starts_with("REDIS_URL=\"http://redis\": "), "{err}");
+
+        let mut options = RedisOptions::at("redis://unused");
+        options.sentinels = vec![" s1:26379".to_owned(), String::new(), "s2:26379".to_owned()];
+        let redis = Redis::new(&options).ok();
+        let described = redis.as_ref().map(Redis::url);
+        assert_eq!(described, Some("sentinel mymaster via s1:26379,s2:26379"));
+        assert_eq!(redis.map(|redis| redis.replicated()), Some(true));
+
+        options.primary = String::new();
+        let err = Redis::new(&options).err().map(|err| err.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("REDIS_SENTINEL_PRIMARY is empty: expected the primary's name")
+        );
+        let plain = Redis::new(&RedisOptions::at("redis://127.0.0.1:6379")).ok();
+        assert_eq!(plain.map(|redis| redis.replicated()), Some(false));
+    }
+}

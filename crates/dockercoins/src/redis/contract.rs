@@ -390,3 +390,63 @@ impl Redis {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::{Applied, BatchError, Report};
+
+    /// The report as the web UI has always read it: the same fields in the
+    /// same order, and a report without the newer fields still reads.
+    #[test]
+    fn a_report_reads_as_it_was_written() {
+        let report = Report {
+            instance: "w".to_owned(),
+            process: "p".to_owned(),
+            time: 1.5,
+            units: 2,
+            coins: 1,
+            rng: BTreeMap::from([("rng-1".to_owned(), 2)]),
+            hasher: BTreeMap::new(),
+        };
+        let json = serde_json::to_string(&report).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"{"instance":"w","process":"p","time":1.5,"units":2,"coins":1,"rng":{"rng-1":2},"hasher":{}}"#
+        );
+        assert_eq!(serde_json::from_str::<Report>(&json).ok(), Some(report));
+        let old: Option<Report> =
+            serde_json::from_str(r#"{"instance":"w","time":1.0,"units":3}"#).ok();
+        assert_eq!(
+            old.map(|old| (old.units, old.coins, old.process)),
+            Some((3, 0, String::new()))
+        );
+    }
+
+    /// What the worker's log lines say of a batch not taken.
+    #[test]
+    fn a_batch_not_taken_says_why() {
+        let unconfirmed = BatchError::Unconfirmed {
+            number: 7,
+            wait: Duration::from_secs(1),
+        };
+        assert_eq!(
+            unconfirmed.to_string(),
+            "no replica confirmed batch 7 within 1s (WAIT); keeping it to send again"
+        );
+        assert!(unconfirmed.may_have_written());
+        let gap = BatchError::Gap(Applied {
+            last: 3,
+            units: 48,
+            coins: 1,
+        });
+        assert_eq!(gap.to_string(), "redis still lacks the batches after 3");
+        assert!(!gap.may_have_written());
+        assert_eq!(
+            BatchError::NoRecord.to_string(),
+            "redis still has no record of the batches"
+        );
+    }
+}
