@@ -16,6 +16,9 @@
 //! [`Connection`], used for one call at a time: a loop makes one call at a
 //! time anyway, and a pool shared by the loops cost more per call (its
 //! lookups, locks and wake-ups) than the call itself.
+//!
+//! A call returns what it got, a [`Reply`]: the body and the instance that
+//! answered (`X-Instance`). What the worker makes of them is the work loop's.
 
 use std::future::Future;
 use std::net::SocketAddr;
