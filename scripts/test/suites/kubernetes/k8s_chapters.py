@@ -33,9 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 import kubernetes as kt
+import yaml
 
 ROOT = kt.ROOT
 K8S = kt.K8S
@@ -109,7 +108,7 @@ def record(L) -> None:
         yaml.safe_dump(worker, f)
         f.flush()
         proc = subprocess.run([str(L.KUBECTL), "set", "image", "-f", f.name, "--local", "-o", "yaml", "--record",
-                               "worker=localhost/dockercoins/worker:v0.2"], capture_output=True, text=True)
+                               "worker=localhost/dockercoins/worker:v0.2"], check=False, capture_output=True, text=True)
     recorded = None
     if proc.returncode == 0:
         (out,) = kt.documents(proc.stdout)
@@ -146,7 +145,7 @@ def record(L) -> None:
 
 
 def kubectl_version(L) -> str:
-    proc = subprocess.run([str(L.KUBECTL), "version", "--client", "-o", "json"], capture_output=True, text=True)
+    proc = subprocess.run([str(L.KUBECTL), "version", "--client", "-o", "json"], check=False, capture_output=True, text=True)
     try:
         return json.loads(proc.stdout)["clientVersion"]["gitVersion"]
     except (ValueError, KeyError):
@@ -302,13 +301,13 @@ def registry_run(L) -> None:
     try:
         kt.docker("run", "-d", "--name", name, "--label", kt.LABEL, "-p", f"{registry}:5000", "registry:2")
         for _ in range(50):
-            if subprocess.run(["curl", "-fs", "--max-time", "1", f"http://{registry}/v2/"], capture_output=True).returncode == 0:
+            if subprocess.run(["curl", "-fs", "--max-time", "1", f"http://{registry}/v2/"], check=False, capture_output=True).returncode == 0:
                 break
             time.sleep(0.2)
-        empty = subprocess.run(["curl", "-fs", f"http://{registry}/v2/_catalog"], capture_output=True, text=True).stdout
-        push = subprocess.run([str(ROOT / "scripts" / "push.sh")], capture_output=True, text=True, timeout=600,
+        empty = subprocess.run(["curl", "-fs", f"http://{registry}/v2/_catalog"], check=False, capture_output=True, text=True).stdout
+        push = subprocess.run([str(ROOT / "scripts" / "push.sh")], check=False, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "REGISTRY": registry, "TAG": kt.TAG, "BUILD": "never"})
-        catalog = subprocess.run(["curl", "-fs", f"http://{registry}/v2/_catalog"], capture_output=True, text=True).stdout
+        catalog = subprocess.run(["curl", "-fs", f"http://{registry}/v2/_catalog"], check=False, capture_output=True, text=True).stdout
         kt.check(push.returncode == 0 and json.loads(empty or "{}") == {"repositories": []}
                  and json.loads(catalog or "{}") == {"repositories": sorted(SERVICES)},
                  f"shipping images: REGISTRY={registry} scripts/push.sh: /v2/_catalog {empty.strip()} then {catalog.strip()}",
@@ -371,7 +370,7 @@ def selfpaced(L) -> None:
     if set(built) != ours or not ours <= images:
         problems.append(f"built {sorted(built)}, the YAML's images {sorted(images)}")
     for workload, kw in calls["k8s_resource"]:
-        local, _, remote = kw.get("port_forwards", ":").partition(":")
+        _local, _, remote = kw.get("port_forwards", ":").partition(":")
         target = next((o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == workload), None)
         listening = target and L.listening_port(kt.pod_spec(target)["containers"][0])
         if listening != int(remote):

@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import kubernetes as kt  # noqa: E402  the suite's helpers: render, docker, run_args ...
+import kubernetes as kt
 
 ROOT = kt.ROOT
 K8S = kt.K8S
@@ -61,7 +61,7 @@ def log(text: str) -> None:
 
 def kubectl(*args: str, stdin: str | None = None) -> list[dict]:
     """kubectl with a client-side dry run (or --local): the objects it would send."""
-    proc = subprocess.run([str(KUBECTL), *args], input=stdin, capture_output=True, text=True)
+    proc = subprocess.run([str(KUBECTL), *args], input=stdin, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
     return [o for o in kt.documents(proc.stdout) if o]
@@ -121,7 +121,7 @@ def validate(label: str, objects: list[dict]) -> list[str]:
     for o in objects:
         try:
             kubernetes_validate.validate(o, kt.KUBE_VERSION, strict=True)
-        except Exception as err:  # the validator's own message is the finding
+        except Exception as err:  # noqa: BLE001  the validator's own message is the finding
             errors.append(f"{o['kind']}/{o['metadata']['name']}: {str(err).splitlines()[0]}")
     return errors
 
@@ -501,7 +501,7 @@ def cmd_static() -> None:
     text = DOCS.read_text()
     start = text.find("### rng as a DaemonSet")
     section = text[start:text.find("\n### ", start + 1)]
-    commands = "".join(re.findall(r"```console\n(.*?)```", section, re.S))
+    commands = "".join(re.findall(r"```console\n(.*?)```", section, re.DOTALL))
     kt.check("kubectl delete deploy" not in commands and "kubectl create deployment rng" in commands,
              "docs/kubernetes.md: the DaemonSet lesson builds rng.yaml with kubectl and keeps the rng Deployment "
              "(the next lesson, labels and selectors, needs it)")
@@ -648,7 +648,7 @@ def helm_lessons() -> None:
         try:
             out = h.Chart.load(str(top)).render({}, name="helmcoins", namespace="default")
             objs = [o for p in sorted(out) if p.endswith(".yaml") for o in kt.documents(out[p])]
-        except Exception as err:  # Helm's message is the finding
+        except Exception as err:  # noqa: BLE001  Helm's message is the finding
             objs = []
             kt.check(False, "helm-dependencies: render of the umbrella chart", str(err)[-400:])
         ours = [o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "redis"]
@@ -666,7 +666,7 @@ def helm_lessons() -> None:
         try:
             out = h.Chart.load(str(top)).render({}, name="helmcoins", namespace="default")
             objs = [o for p in sorted(out) if p.endswith(".yaml") for o in kt.documents(out[p])]
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001
             objs = []
             kt.check(False, "helm-dependencies: render of the umbrella chart with Sentinel", str(err)[-400:])
         extra = []
@@ -829,7 +829,7 @@ def redis_checks() -> None:
     try:
         chart({"redis": {"enabled": False}})
         kt.check(False, "schema refuses redis.enabled=false without redis.url", "accepted")
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001
         kt.check("/redis/url" in str(err), "schema refuses redis.enabled=false without redis.url: "
                  + str(err).strip().splitlines()[-1], str(err))
 
@@ -904,7 +904,7 @@ def daemonset_run() -> None:
                     text = response.read().decode()
                 # The requests answered, probes and scrapes left out.
                 served[name] = sum(int(float(m.group(2))) for m in re.finditer(
-                    r'^http_requests_total\{(.*)\} (\S+)$', text, re.M)
+                    r'^http_requests_total\{(.*)\} (\S+)$', text, re.MULTILINE)
                     if not re.search(r'route="/(metrics|healthz|readyz)"', m.group(1)))
             except OSError as err:
                 served[name] = -1
@@ -940,7 +940,7 @@ def main() -> int:
             cmd_static()
         if sys.argv[1] in ("run", "all"):
             cmd_run()
-    except Exception as err:  # an unexpected error is a failure with its message, then the counts
+    except Exception as err:  # noqa: BLE001  an unexpected error is a failure with its message, then the counts
         import traceback
 
         traceback.print_exc()

@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import kubernetes as kt  # noqa: E402  the suite's helpers: render, check ...
+import kubernetes as kt
 
 ROOT = kt.ROOT
 CHART = kt.CHART
@@ -121,7 +121,7 @@ def render(chart: Path, values: dict, defaults: dict | None = None) -> list[dict
     if key not in RENDERS:
         try:
             RENDERS[key] = render_once(chart, values, defaults)
-        except Exception as err:  # the refusal is the answer, every time
+        except Exception as err:  # noqa: BLE001  the refusal is the answer, every time
             RENDERS[key] = err
     if isinstance(RENDERS[key], Exception):
         raise RENDERS[key]
@@ -383,7 +383,7 @@ def outcome(step) -> str:
         return "ok"
     except Refused as err:
         return f"refused: {err}"
-    except Exception as err:  # a render refused by the schema or a template's fail
+    except Exception as err:  # noqa: BLE001  a render refused by the schema or a template's fail
         return f"refused: {str(err).splitlines()[0]}{' ' + str(err).splitlines()[-1] if len(str(err).splitlines()) > 1 else ''}"
 
 
@@ -466,7 +466,7 @@ def check_sequences(charts: Path) -> None:
     # The model predicts what the chart of the issue's day did (so these checks can fail).
     old = chart_at(CHART_020_LAST, charts)
     seen4, _ = sequence(old, 4, "kubectl scale deploy/worker --replicas=10", ("--reuse-values",), rollback=False)
-    seen3, c3 = sequence(old, 3, "kubectl scale deploy/worker --replicas=10", ("--reuse-values",), rollback=False)
+    _seen3, c3 = sequence(old, 3, "kubectl scale deploy/worker --replicas=10", ("--reuse-values",), rollback=False)
     kt.check("conflict with \"kubectl\" on .spec.replicas" in seen4[0]
              and c3.field("Deployment", "worker", "spec", "replicas") == 1,
              f"the model on chart 0.2.0 ({CHART_020_LAST[:7]}): kubectl scale then helm upgrade --reuse-values is "
@@ -477,7 +477,7 @@ def check_sequences(charts: Path) -> None:
             cluster = Cluster()
             helm = Helm(cluster, version)
             helm.install(chart)
-            got = outcome(lambda: helm.upgrade(chart, {"redis": {"persistence": {"enabled": True}}}, "--reset-then-reuse-values"))
+            got = outcome(lambda helm=helm, chart=chart: helm.upgrade(chart, {"redis": {"persistence": {"enabled": True}}}, "--reset-then-reuse-values"))
             kt.check((got == "ok") if want == "ok" else ("Forbidden" in got),
                      f"Helm {version}, {name}: helm upgrade --set redis.persistence.enabled=true on a running release: "
                      f"{got}")
@@ -500,11 +500,11 @@ def check_upgrade_from_earlier(charts: Path) -> None:
             helm = Helm(cluster, version)
             helm.install(old, {"webui": {"service": {"type": "ClusterIP"}}})
             cluster.update("kubectl", "Deployment", "worker", {("spec", "replicas"): 10})
-            reuse = outcome(lambda: helm.upgrade(here, ROLLOUT, "--reuse-values"))
-            unpatched = outcome(lambda: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
+            reuse = outcome(lambda helm=helm: helm.upgrade(here, ROLLOUT, "--reuse-values"))
+            unpatched = outcome(lambda helm=helm: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
             # The documented one-time step for a release of chart 0.2.0 or older, then the upgrade.
             cluster.update("kubectl-patch", "Deployment", "redis", REDIS_RECREATE_PATCH)
-            upgraded = outcome(lambda: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
+            upgraded = outcome(lambda helm=helm: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
             replicas = cluster.field("Deployment", "worker", "spec", "replicas")
             image = cluster.field("Deployment", "worker", "spec", "template", "spec", "containers",
                                   (("name", "worker"),), "image")
@@ -521,8 +521,8 @@ def check_upgrade_from_earlier(charts: Path) -> None:
                          f"--reset-then-reuse-values): {reuse[:160]}")
             # Then the rollout lesson again, and a rollback to the release's previous revision (this chart).
             cluster.update("kubectl", "Deployment", "worker", {("spec", "replicas"): 10})
-            again = outcome(lambda: helm.upgrade(here, {"worker": {"image": {"tag": "v0.3"}}}, "--reset-then-reuse-values"))
-            back = outcome(lambda: helm.rollback(len(helm.release.revisions) - 1))
+            again = outcome(lambda helm=helm: helm.upgrade(here, {"worker": {"image": {"tag": "v0.3"}}}, "--reset-then-reuse-values"))
+            back = outcome(lambda helm=helm: helm.rollback(len(helm.release.revisions) - 1))
             kt.check(again == "ok" and back == "ok" and cluster.field("Deployment", "worker", "spec", "replicas") == 10,
                      f"Helm {version}: then kubectl scale to 10, helm upgrade (worker:v0.3) {again}, helm rollback "
                      f"{back}: {cluster.field('Deployment', 'worker', 'spec', 'replicas')} workers")
@@ -544,7 +544,7 @@ def check_upgrade_values_sets(charts: Path) -> None:
                 for kind, name in [k for k in cluster.live if k[0] == "Deployment" and k[1].endswith("redis")]:
                     cluster.update("kubectl-patch", kind, name, REDIS_RECREATE_PATCH)  # deploy/<release>-redis with prefixNames
                 results[(path.name.removesuffix("-values.yaml"), version)] = outcome(
-                    lambda: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
+                    lambda helm=helm: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
         bad = {f"{k[0]} (Helm {k[1]})": v for k, v in results.items() if v != "ok"}
         kt.check(not bad, f"the {len(results) // 2} values sets of chart {commit[:7]} (its ci/*-values.yaml), installed and "
                  "upgraded to this chart with --reset-then-reuse-values --set worker.image.tag=v0.2, Helm 4 and 3",
@@ -562,7 +562,7 @@ def refusal(values: dict) -> str:
     try:
         render(CHART, values)
         return ""
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001
         return " ".join(str(err).split())
 
 
@@ -603,7 +603,7 @@ def check_values() -> None:
     for tag in ("_v0.2", "v0.2-", "v0.2.", "a" * 128, "_" + "b" * 70 + "-x", "v0.2_rc.1"):
         try:
             objects = render(CHART, {"image": {"tag": tag}})
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001
             bad.append(f"{tag[:20]}: refused {str(err).splitlines()[-1][:80]}")
             continue
         for o in objects:
@@ -664,8 +664,8 @@ def check_chart_features(charts: Path) -> None:
         helm = Helm(cluster, version)
         helm.install(here, hpa_values)
         cluster.update("kube-controller-manager", "Deployment", "worker", {("spec", "replicas"): 6})
-        up = outcome(lambda: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
-        back = outcome(lambda: helm.rollback(1))
+        up = outcome(lambda helm=helm: helm.upgrade(here, ROLLOUT, "--reset-then-reuse-values"))
+        back = outcome(lambda helm=helm: helm.rollback(1))
         kt.check(up == back == "ok" and cluster.field("Deployment", "worker", "spec", "replicas") == 6,
                  f"Helm {version}: the chart's HPA sets 6 workers, helm upgrade {up}, helm rollback {back}: "
                  f"{cluster.field('Deployment', 'worker', 'spec', 'replicas')} workers")
@@ -731,10 +731,11 @@ def check_chart_features(charts: Path) -> None:
         sel = sm["spec"]["selector"]
         for o in sm_objs:
             labels = o["metadata"].get("labels", {})
-            if o["kind"] == "Service" and all(labels.get(k) == v for k, v in sel.get("matchLabels", {}).items()) and all(
-                    labels.get(e["key"]) in e["values"] for e in sel.get("matchExpressions", [])):
-                if any(p.get("name") == sm["spec"]["endpoints"][0]["port"] for p in o["spec"]["ports"]):
-                    picked.append(o["metadata"]["name"])
+            if (o["kind"] == "Service"
+                    and all(labels.get(k) == v for k, v in sel.get("matchLabels", {}).items())
+                    and all(labels.get(e["key"]) in e["values"] for e in sel.get("matchExpressions", []))
+                    and any(p.get("name") == sm["spec"]["endpoints"][0]["port"] for p in o["spec"]["ports"])):
+                picked.append(o["metadata"]["name"])
     kt.check(bool(sm) and sorted(picked) == ["hasher", "rng", "webui"] and sm["metadata"]["labels"].get("release") == "kps"
              and sm["spec"]["endpoints"][0]["path"] == "/metrics",
              f"metrics.serviceMonitor: a ServiceMonitor scraping /metrics of Services {sorted(picked)} (labels release: kps)")
@@ -759,7 +760,7 @@ def check_docs() -> None:
     kt.check(bool(sentinel) and not single and "redis-headless" in text,
              f"docs/kubernetes.md: Sentinel addresses listed per pod (headless Service), not one Service: {sentinel}")
     variants = (ROOT / "scripts" / "variants.sh").read_text()
-    tag = re.search(r'^TAG="\$\{TAG:-([^}]*)\}"', variants, re.M)
+    tag = re.search(r'^TAG="\$\{TAG:-([^}]*)\}"', variants, re.MULTILINE)
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     kt.check(bool(tag) and tag.group(1) == app_version and "PLATFORMS" in variants,
              f"scripts/variants.sh: default TAG {tag.group(1) if tag else None} = the manifests' {app_version}, "
@@ -778,7 +779,7 @@ def check_chart_version() -> None:
     """The chart's version moved whenever charts/ changed since the merge base with main (on main:
     since its first parent), and CHANGELOG.md names it."""
     main = next((ref for ref in ("main", "origin/main") if subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", ref], capture_output=True).returncode == 0), None)
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", ref], capture_output=True, check=False).returncode == 0), None)
     if main is None:
         kt.fail("chart version: no main or origin/main to compare with (a clone with its history is needed)")
         return
@@ -786,7 +787,7 @@ def check_chart_version() -> None:
     base = git("merge-base", "HEAD", main)
     if base == head:
         base = git("rev-parse", "HEAD^1")
-    changed = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", base, "--", "charts/"]).returncode != 0
+    changed = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", base, "--", "charts/"], check=False).returncode != 0
     now = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
     try:
         then = yaml.safe_load(git("show", f"{base}:charts/dockercoins/Chart.yaml"))["version"]
@@ -818,7 +819,7 @@ def main() -> int:
             log(title)
             try:
                 section()
-            except Exception as err:  # an unexpected error fails its section, with its message; the others run
+            except Exception as err:  # noqa: BLE001  an unexpected error fails its section, with its message; the others run
                 import traceback
 
                 traceback.print_exc()

@@ -123,7 +123,7 @@ def release_name(values: dict) -> str:
 HELM_ONLY = re.compile(
     r"^[ \t]*(app\.kubernetes\.io/instance|app\.kubernetes\.io/managed-by|helm\.sh/chart): .*\n"
     r"|^  namespace: default\n",  # kubectl apply -n puts the plain manifests' objects where it is told
-    re.M,
+    re.MULTILINE,
 )
 
 PLAIN = {
@@ -325,7 +325,7 @@ def run_checkov(directory: Path) -> None:
     proc = subprocess.run(
         [str(exe), "-d", str(directory), "--framework", "kubernetes", "-o", "json", "--compact", "--skip-download"],
         capture_output=True,
-        text=True,
+        text=True, check=False,
     )
     try:
         report = json.loads(proc.stdout)
@@ -361,7 +361,7 @@ def run_checkov(directory: Path) -> None:
 # float on the way in); the release name is the one given. A set either renders what it means
 # (checked on the objects) or is refused with a message naming what is wrong.
 
-SCIENTIFIC = re.compile(r"^-?[0-9.]+e[+-]?[0-9]+$", re.I)
+SCIENTIFIC = re.compile(r"^-?[0-9.]+e[+-]?[0-9]+$", re.IGNORECASE)
 
 
 def env_list(obj: dict, container: int = 0) -> list[dict]:
@@ -618,8 +618,8 @@ REFUSED_SETS: list[tuple[str, str]] = [
     ("delays: {worker: 1}", "delays.worker: 1 has no unit: write a duration such as 100ms, 2s or 0"),
     ("delays: {rng: fast}", "/delays/rng"),
     ("shutdown: {drain: 1}", "shutdown.drain: 1 has no unit"),
-    ("shutdown: {drain: 20s, timeout: 15s}", "shutdown.gracePeriodSeconds (30) must be larger than shutdown.drain + "
-                                              "shutdown.timeout (20s + 15s)"),
+    ("shutdown: {drain: 20s, timeout: 15s}", ("shutdown.gracePeriodSeconds (30) must be larger than shutdown.drain + "
+                                              "shutdown.timeout (20s + 15s)")),
     ("rng: {env: {PORT: 8080}}", "PORT cannot be set: every DockerCoins container listens on 80"),
     ("extraEnv: [{name: PORT, value: '8080'}]", "PORT cannot be set"),
     ("extraEnv: [{name: A, value: x, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]",
@@ -699,7 +699,7 @@ def check_values_files(user_objects: dict[str, list[dict]]) -> int:
             try:
                 values = values_file(path)
                 out = render(values, release)
-            except Exception as err:  # a render error is a test failure, with Helm's message
+            except Exception as err:  # noqa: BLE001  a render error is a test failure, with Helm's message
                 check(False, f"values file ({label}) renders", str(err).strip().splitlines()[-1])
                 continue
             rendered += 1
@@ -716,7 +716,7 @@ def check_values_files(user_objects: dict[str, list[dict]]) -> int:
             try:
                 render(values_file(path))
                 check(False, f"values file refused: {text}", "rendered")
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001
                 said = " ".join(str(err).split())
                 check(message in said, f"values file refused: {text} -> {said[-150:]}", said)
             rendered += 1
@@ -740,7 +740,7 @@ def cmd_static(args) -> None:
         try:
             out = render(values, release_name(values))
             objects = [o for p in sorted(out) if p.endswith(".yaml") for o in documents(out[p])]
-        except Exception as err:  # a render error is a test failure, with Helm's message
+        except Exception as err:  # noqa: BLE001  a render error is a test failure, with Helm's message
             check(False, f"helm template ({name})", str(err))
             continue
         problems = value_problems(objects, out)
@@ -824,7 +824,7 @@ def cmd_static(args) -> None:
         try:
             render(bad)
             check(False, f"schema rejects {json.dumps(bad)}", "accepted")
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001
             message = str(err)
             check(key in message, f"schema rejects {json.dumps(bad)}: {message.splitlines()[-1].strip()}", message)
 
@@ -845,7 +845,7 @@ def cmd_static(args) -> None:
             total += 1
             try:
                 kubernetes_validate.validate(o, KUBE_VERSION, strict=True)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001
                 errors.append(f"{o['kind']}/{o['metadata']['name']}: {err}")
         check(not errors, f"kubernetes-validate --strict {KUBE_VERSION}: {label} ({len(objects)} objects)", "; ".join(errors))
     log(f"kubernetes-validate: {total} objects validated in {len(all_objects)} sets")
@@ -856,7 +856,7 @@ def cmd_static(args) -> None:
     try:
         kubernetes_validate.validate(broken, KUBE_VERSION, strict=True)
         check(False, "kubernetes-validate rejects an unknown field (livenessprobe)", "accepted")
-    except Exception:
+    except Exception:  # noqa: BLE001
         ok("kubernetes-validate rejects an unknown field (livenessprobe)")
 
     for label, objects in all_objects.items():
@@ -879,18 +879,18 @@ def cmd_static(args) -> None:
                 "resources: [dockercoins.yaml]\nimages:\n  - name: localhost/dockercoins/worker\n    newTag: v0.2\n"
                 "  - name: localhost/dockercoins/rng\n    newName: 127.0.0.1:5000/rng\n"
             )
-            proc = subprocess.run([str(kubectl), "kustomize", tmp], capture_output=True, text=True)
+            proc = subprocess.run([str(kubectl), "kustomize", tmp], capture_output=True, text=True, check=False)
             objs = documents(proc.stdout) if proc.returncode == 0 else []
             images = {c["image"] for o in objs if pod_spec(o) for c in pod_spec(o)["containers"]}
             check({"localhost/dockercoins/worker:v0.2", "127.0.0.1:5000/rng:v0.1", "localhost/dockercoins/hasher:v0.1"} <= images,
                   "kubectl kustomize: images: rewrites localhost/dockercoins/worker -> :v0.2, rng -> 127.0.0.1:5000/rng",
                   proc.stderr[-300:] or str(sorted(images)))
-        proc = subprocess.run([str(kubectl), "kustomize", str(K8S)], capture_output=True, text=True)
+        proc = subprocess.run([str(kubectl), "kustomize", str(K8S)], capture_output=True, text=True, check=False)
         objs = documents(proc.stdout) if proc.returncode == 0 else []
         check(len(objs) == len(all_objects["k8s-dockercoins"]), f"kubectl kustomize k8s/: {len(objs)} objects", proc.stderr[-300:])
         proc = subprocess.run(
             [str(kubectl), "create", "deployment", "rng", "--image=localhost/dockercoins/rng:v0.1", "-o", "yaml", "--dry-run=client"],
-            capture_output=True, text=True,
+            capture_output=True, text=True, check=False,
         )
         check(proc.returncode == 0 and "kind: Deployment" in proc.stdout,
               "kubectl create deployment rng --dry-run=client -o yaml (the DaemonSet lesson's first step)", proc.stderr[-300:])
@@ -900,7 +900,7 @@ def cmd_static(args) -> None:
 
 
 def docker(*args: str, check_rc: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
     if check_rc and proc.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args[:3])}...: {proc.stderr.strip()}")
     return proc
@@ -1092,7 +1092,7 @@ def service_ports(workload: dict, services: list[dict], name: str) -> None:
                 continue
             rule = ["-p", "tcp", "--dport", str(p["port"]), "-j", "REDIRECT", "--to-ports", str(target)]
             proc = subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-t", "nat", "-A", "PREROUTING", *rule],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 raise RuntimeError(f"{name}: Service {svc['metadata']['name']} port {p['port']} -> {target}: "
                                    f"{proc.stderr.strip()}")
@@ -1322,7 +1322,7 @@ def cmd_measure(args) -> None:
                 component = re.sub(rf"^{PREFIX}-(\w+)-\d+$", r"\1", name)
                 pid = docker("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
                 status = Path(f"/proc/{pid}/status").read_text()
-                m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+                m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
                 hwm[component] = max(hwm.get(component, 0.0), int(m.group(1)) / 1024 if m else 0.0)
             for component, (cpu, mem) in sorted(peak.items()):
                 print(f"{workers} worker(s): {component:7} peak CPU {cpu:6.2f} %   peak memory {mem:6.2f} MiB"
