@@ -410,6 +410,27 @@ rng_back() {
   fi
 }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
+# converge SINCE PASS FAIL NOTE CONDITION...: waits up to WAIT_SECONDS for CONDITION;
+# then passes PASS and adds NOTE to conv ("{}" in either: the seconds since SINCE),
+# else fails FAIL. An empty PASS, FAIL or NOTE is left out. Returns whether it converged.
+converge() {
+  local since="$1" ok="$2" ko="$3" note="$4" took
+  shift 4
+  if wait_for "$WAIT_SECONDS" "$@" >/dev/null; then
+    took="$(since "$since")"
+    [[ -z "$ok" ]] || pass "${ok//"{}"/$took}"
+    [[ -z "$note" ]] || conv+="${conv:+, }${note//"{}"/$took}"
+    return 0
+  fi
+  [[ -z "$ko" ]] || fail "$ko"
+  return 1
+}
+# undo ACTION NODE: `scripts/cluster.sh ACTION NODE`, the end of a fault, at t1.
+undo() {
+  log "scripts/cluster.sh $1 $2"
+  t1="$(now)"
+  "$CLUSTER" "$1" "$2" | sed 's/^/    /'
+}
 
 # --- prerequisites ---------------------------------------------------------------------------------
 
@@ -475,14 +496,10 @@ sleep "$RATE_SECONDS"
 log "fault 1: scripts/cluster.sh drain $WORKER_NODE"
 t0="$(now)"
 "$CLUSTER" drain "$WORKER_NODE" | sed 's/^/    /'
-if wait_for "$WAIT_SECONDS" moved_off "$WORKER_NODE" >/dev/null; then
-  took="$(since "$t0")"
-  pass "drain: rng on 3 nodes, the $WORKERS workers on the others, after $took s"
-  conv="drained in $took s"
-else
-  fail "drain: rng and workers moved off $WORKER_NODE within $WAIT_SECONDS s"
-  conv="drain: timeout"
-fi
+conv=""
+converge "$t0" "drain: rng on 3 nodes, the $WORKERS workers on the others, after {} s" \
+  "drain: rng and workers moved off $WORKER_NODE within $WAIT_SECONDS s" "drained in {} s" \
+  moved_off "$WORKER_NODE" || conv="drain: timeout"
 ROW[drain.ls]="$(service_ls_on_managers "")"
 sleep "$SETTLE_SECONDS"
 d0="$(now)"
@@ -493,16 +510,9 @@ check "drained: $drained_rate hashes/s with 3 rng ($RATE3_MIN..$RATE3_MAX)" betw
 read -r n_stopped done_stopped counted_stopped <<<"$(stopped_workers_summary "$WORKER_NODE")"
 check "the $n_stopped workers stopped on $WORKER_NODE counted all they did ($done_stopped done, $counted_stopped counted)" \
   test "$n_stopped" -gt 0 -a "$done_stopped" -eq "$counted_stopped"
-log "scripts/cluster.sh activate $WORKER_NODE"
-t1="$(now)"
-"$CLUSTER" activate "$WORKER_NODE" | sed 's/^/    /'
-if wait_for "$WAIT_SECONDS" healthy >/dev/null; then
-  took="$(since "$t1")"
-  pass "activate: rng on $NODES nodes again after $took s"
-  conv+=", rng back in $took s"
-else
-  fail "activate: rng on $NODES nodes within $WAIT_SECONDS s"
-fi
+undo activate "$WORKER_NODE"
+converge "$t1" "activate: rng on $NODES nodes again after {} s" \
+  "activate: rng on $NODES nodes within $WAIT_SECONDS s" "rng back in {} s" healthy || true
 rng_back "$t1"
 ROW[drain.converge]="$conv"
 rebalance "$WORKER_NODE" || fail "rebalancing the workers onto $WORKER_NODE"
@@ -521,33 +531,17 @@ t0="$(now)"
 "$CLUSTER" kill "$WORKER_NODE" | sed 's/^/    /'
 is_down() { [[ "$(node_status "$1")" == Down ]]; }
 conv=""
-if wait_for "$WAIT_SECONDS" is_down "$WORKER_NODE" >/dev/null; then
-  took="$(since "$t0")"
-  pass "$WORKER_NODE is Down after $took s"
-  conv="Down in $took s"
-else
-  fail "$WORKER_NODE is Down within $WAIT_SECONDS s"
-fi
-if wait_for "$WAIT_SECONDS" moved_off "$WORKER_NODE" >/dev/null; then
-  took="$(since "$t0")"
-  pass "its $on_node workers started elsewhere: $WORKERS running, $took s after the kill"
-  conv+=", tasks moved in $took s"
-else
-  fail "the workers of $WORKER_NODE started elsewhere within $WAIT_SECONDS s"
-fi
+converge "$t0" "$WORKER_NODE is Down after {} s" "$WORKER_NODE is Down within $WAIT_SECONDS s" \
+  "Down in {} s" is_down "$WORKER_NODE" || true
+converge "$t0" "its $on_node workers started elsewhere: $WORKERS running, {} s after the kill" \
+  "the workers of $WORKER_NODE started elsewhere within $WAIT_SECONDS s" "tasks moved in {} s" \
+  moved_off "$WORKER_NODE" || true
 ROW[kill.ls]="$(service_ls_on_managers "")"
 unflushed="$(unflushed_at_kill "$WORKER_NODE" "$t0")"
 sleep "$SETTLE_SECONDS"
-log "scripts/cluster.sh start $WORKER_NODE"
-t1="$(now)"
-"$CLUSTER" start "$WORKER_NODE" | sed 's/^/    /'
-if wait_for "$WAIT_SECONDS" healthy >/dev/null; then
-  took="$(since "$t1")"
-  pass "$WORKER_NODE Ready again and its rng running, $took s after the start"
-  conv+=", Ready with rng $took s after the start"
-else
-  fail "$WORKER_NODE Ready with its rng within $WAIT_SECONDS s"
-fi
+undo start "$WORKER_NODE"
+converge "$t1" "$WORKER_NODE Ready again and its rng running, {} s after the start" \
+  "$WORKER_NODE Ready with its rng within $WAIT_SECONDS s" "Ready with rng {} s after the start" healthy || true
 rng_back "$t1"
 ROW[kill.converge]="$conv"
 rebalance "$WORKER_NODE" || fail "rebalancing the workers onto $WORKER_NODE"
@@ -588,17 +582,10 @@ else
 fi
 ROW[leader.ls]="$(service_ls_on_managers "$old_leader")"
 check "docker service ls answers on the surviving managers (${ROW[leader.ls]})" bash -c "[[ '${ROW[leader.ls]}' != *' no'* && -n '${ROW[leader.ls]}' ]]"
-if wait_for "$WAIT_SECONDS" moved_off "$old_leader" >/dev/null; then
-  took="$(since "$t0")"
-  pass "the old leader's tasks moved: $WORKERS workers running, $took s after the kill"
-  conv+=", tasks moved in $took s"
-else
-  fail "the old leader's tasks moved within $WAIT_SECONDS s"
-fi
+converge "$t0" "the old leader's tasks moved: $WORKERS workers running, {} s after the kill" \
+  "the old leader's tasks moved within $WAIT_SECONDS s" "tasks moved in {} s" moved_off "$old_leader" || true
 sleep "$SETTLE_SECONDS"
-log "scripts/cluster.sh start $old_leader"
-t1="$(now)"
-"$CLUSTER" start "$old_leader" | sed 's/^/    /'
+undo start "$old_leader"
 if wait_for "$WAIT_SECONDS" healthy >/dev/null; then
   took="$(since "$t1")"
   pass "$old_leader Ready again (a follower: $(leader) leads), $took s after the start"
@@ -630,31 +617,17 @@ b0="$a0"
 t0="$(now)"
 "$CLUSTER" cut "$cut_node" | sed 's/^/    /'
 conv=""
-if wait_for "$WAIT_SECONDS" is_down "$cut_node" >/dev/null; then
-  took="$(since "$t0")"
-  pass "$cut_node is Down for the others after $took s"
-  conv="Down in $took s"
-else
-  fail "$cut_node is Down for the others within $WAIT_SECONDS s"
-fi
+converge "$t0" "$cut_node is Down for the others after {} s" "$cut_node is Down for the others within $WAIT_SECONDS s" \
+  "Down in {} s" is_down "$cut_node" || true
 ROW[cut.ls]="$(service_ls_on_managers "$cut_node"); on $cut_node: $(timeout 15 docker exec "$cut_node" docker service ls -q >/dev/null 2>&1 && echo yes || echo no)"
 check "docker service ls answers on the managers on the quorum's side ($(service_ls_on_managers "$cut_node"))" \
   bash -c "[[ '$(service_ls_on_managers "$cut_node")' != *' no'* ]]"
 remaining=$(awk -v a="$(now)" -v b="$t0" -v p="$PARTITION_SECONDS" 'BEGIN { r = p - (a - b); print (r > 0 ? r : 0) }')
 sleep "$remaining"
-log "scripts/cluster.sh heal $cut_node"
-t1="$(now)"
-"$CLUSTER" heal "$cut_node" | sed 's/^/    /'
-if wait_for "$WAIT_SECONDS" all_ready >/dev/null; then
-  conv+=", Ready $(since "$t1") s after the heal"
-fi
-if wait_for "$WAIT_SECONDS" healthy >/dev/null; then
-  took="$(since "$t1")"
-  pass "$cut_node Ready again, exactly $WORKERS workers and $NODES rng running, $took s after the heal"
-  conv+=", converged $took s after it"
-else
-  fail "$cut_node Ready and the stack converged within $WAIT_SECONDS s"
-fi
+undo heal "$cut_node"
+converge "$t1" "" "" "Ready {} s after the heal" all_ready || true
+converge "$t1" "$cut_node Ready again, exactly $WORKERS workers and $NODES rng running, {} s after the heal" \
+  "$cut_node Ready and the stack converged within $WAIT_SECONDS s" "converged {} s after it" healthy || true
 rng_back "$t1"
 ROW[cut.converge]="$conv"
 read -r a0 a1 <<<"$(after_window)"
@@ -673,33 +646,19 @@ t0="$(now)"
 "$CLUSTER" drain "$REDIS_NODE" | sed 's/^/    /'
 no_redis() { [[ "$(count_running redis)" -eq 0 ]]; }
 conv=""
-if wait_for "$WAIT_SECONDS" no_redis >/dev/null; then
-  took="$(since "$t0")"
-  pass "redis stopped, and waits for its node (pinned): $took s"
-  conv="redis stopped in $took s"
-else
-  fail "redis stopped within $WAIT_SECONDS s"
-fi
+converge "$t0" "redis stopped, and waits for its node (pinned): {} s" "redis stopped within $WAIT_SECONDS s" \
+  "redis stopped in {} s" no_redis || true
 ROW[redis.ls]="$(service_ls_on_managers "")"
 sleep "$HOLD_SECONDS"
 check "redis did not start on another node (its data is on $REDIS_NODE)" no_redis
-log "scripts/cluster.sh activate $REDIS_NODE"
-t1="$(now)"
-"$CLUSTER" activate "$REDIS_NODE" | sed 's/^/    /'
+undo activate "$REDIS_NODE"
 redis_back() { [[ "$(running_on redis)" == "$REDIS_NODE" ]]; }
-if wait_for "$WAIT_SECONDS" redis_back >/dev/null; then
-  took="$(since "$t1")"
+if converge "$t1" "redis running on $REDIS_NODE again, {} s after the activate" \
+  "redis back on $REDIS_NODE within $WAIT_SECONDS s" "back in {} s" redis_back; then
   start_sampler || fail "could not restart the sampler in the new redis container"
-  pass "redis running on $REDIS_NODE again, $took s after the activate"
-  conv+=", back in $took s"
-else
-  fail "redis back on $REDIS_NODE within $WAIT_SECONDS s"
 fi
-if wait_for "$WAIT_SECONDS" healthy >/dev/null; then
-  conv+=", all converged $(since "$t1") s after the activate"
-else
-  fail "the stack converged within $WAIT_SECONDS s of the activate"
-fi
+converge "$t1" "" "the stack converged within $WAIT_SECONDS s of the activate" \
+  "all converged {} s after the activate" healthy || true
 rng_back "$t1"
 ROW[redis.converge]="$conv"
 read -r a0 a1 <<<"$(after_window)"
