@@ -15,6 +15,8 @@ check() { # check "description" command...
   shift
   if "$@"; then pass "$what"; else fail "$what"; fi
 }
+# check_range NAME VALUE LOW HIGH: LOW <= VALUE <= HIGH, said with the value and the range.
+check_range() { check "$1: $2 (expected $3..$4)" between "$2" "$3" "$4"; }
 
 # Seconds since the epoch with nanoseconds, and differences of them.
 now() { date +%s.%N; }

@@ -29,9 +29,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
+import checks  # the shared check helpers (scripts/test/lib/checks.py)
 
 ENV = os.environ
 WEBUI_URL = ENV["WEBUI_URL"].rstrip("/")
@@ -52,20 +56,12 @@ DOCS_SCREENSHOT_MAX_KB = float(ENV.get("DOCS_SCREENSHOT_MAX_KB", "200"))
 PROXY_URL = ENV["PROXY_URL"].rstrip("/")
 PROXY_PREFIX = ENV["PROXY_PREFIX"]
 
-passed = 0
-failed = 0
 figures = {}
 
 
 def check(what, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"  ok    {what}" + (f" ({detail})" if detail else ""), flush=True)
-    else:
-        failed += 1
-        print(f"  FAIL  {what}" + (f": {detail}" if detail else ""), flush=True)
-    return ok
+    """A check that shows its detail when it passes too."""
+    return checks.check(ok, what, detail, detail_when_ok=True)
 
 
 def wait_until(seconds, probe, interval=0.2):
@@ -206,8 +202,7 @@ def main():
         check("the browser test ran to its end", False, repr(err))
     for name, value in figures.items():
         print(f"figure: {name} = {value}")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return checks.summary()
 
 
 def run(driver):

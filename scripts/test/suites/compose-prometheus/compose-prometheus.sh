@@ -18,6 +18,9 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../../../.." && pwd)
+TEST_NAME="compose-prometheus"
+# shellcheck source=scripts/test/lib/lib.sh
+source "$root/scripts/test/lib/lib.sh"
 PROJECT=${PROJECT:-dockercoins-prom}
 PORT_BASE=${PORT_BASE:-22750}
 PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-prom/prometheus:v3.5.0}
@@ -27,15 +30,13 @@ export WEBUI_PORT=$((PORT_BASE + 0)) RNG_PORT=$((PORT_BASE + 1)) HASHER_PORT=$((
 export PROMETHEUS_PORT=$((PORT_BASE + 3))
 compose=(docker compose -p "$PROJECT" -f "$root/compose.yaml" -f "$root/compose.prometheus.yaml")
 work=$(mktemp -d)
-passed=0
-failed=0
 finished=
 started=
 
 cleanup() {
     if [ -z "$finished" ]; then
         echo "stopped early (see the message above)"
-        echo "$passed passed, $((failed + 1)) failed"
+        echo "$PASSED passed, $((FAILED + 1)) failed"
     fi
     if [ -n "$started" ]; then
         "${compose[@]}" logs --no-color prometheus >"$work/prometheus.log" 2>&1 || true
@@ -45,8 +46,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { echo "PASS $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL $*"; failed=$((failed + 1)); }
 
 for tool in docker curl python3; do
     command -v "$tool" >/dev/null || { echo "$tool is missing: install it first" >&2; exit 2; }
@@ -107,5 +106,5 @@ else
 fi
 
 finished=yes
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]

@@ -950,8 +950,7 @@ def main() -> int:
         for row in LESSONS:
             print(f"    {' | '.join(row)}", flush=True)
     log(f"{sys.argv[1]} done in {time.time() - started:.0f} s")
-    print(f"{kt.PASSED} passed, {kt.FAILED} failed")
-    return 1 if kt.FAILED else 0
+    return kt.checks.summary()
 
 
 if __name__ == "__main__":

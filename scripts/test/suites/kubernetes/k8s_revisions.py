@@ -825,8 +825,7 @@ def main() -> int:
                 traceback.print_exc()
                 kt.fail(f"k8s_revisions.py, {title}: {type(err).__name__}: {' '.join(str(err).split())[:300]}")
     log(f"done in {time.time() - started:.0f} s")
-    print(f"{kt.PASSED} passed, {kt.FAILED} failed")
-    return 1 if kt.FAILED else 0
+    return kt.checks.summary()
 
 
 if __name__ == "__main__":

@@ -48,28 +48,10 @@ PREFIX = os.environ.get("PREFIX", "dck8s")
 LABEL = f"org.dockercoins.test={PREFIX}"
 OUR_IMAGES = ("rng", "hasher", "worker", "webui")
 
-PASSED = 0
-FAILED = 0
-
-
-def ok(what: str) -> None:
-    global PASSED
-    PASSED += 1
-    print(f"  ok    {what}", flush=True)
-
-
-def fail(what: str) -> None:
-    global FAILED
-    FAILED += 1
-    print(f"  FAIL  {what}", flush=True)
-
-
-def check(condition: bool, what: str, detail: str = "") -> bool:
-    if condition:
-        ok(what)
-    else:
-        fail(f"{what}{': ' + detail if detail else ''}")
-    return condition
+# The shared check helpers, also as kt.ok, kt.fail, kt.check for the suite's other scripts.
+sys.path.insert(0, str(ROOT / "scripts" / "test" / "lib"))
+import checks
+from checks import check, fail, ok  # noqa: F401  fail: kt.fail for the other scripts
 
 
 def log(text: str) -> None:
@@ -1354,8 +1336,8 @@ def main() -> int:
     args = parser.parse_args()
     {"manifests": cmd_manifests, "static": cmd_static, "run": cmd_run, "measure": cmd_measure}[args.command](args)
     if args.command in ("static", "run") or (args.command == "manifests" and args.check):
-        print(f"{PASSED} passed, {FAILED} failed")
-    return 1 if FAILED else 0
+        return checks.summary()
+    return checks.status()
 
 
 if __name__ == "__main__":

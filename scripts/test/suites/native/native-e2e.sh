@@ -12,6 +12,9 @@ set -euo pipefail
 export SHUTDOWN_DRAIN="${SHUTDOWN_DRAIN:-0}"
 
 root=$(cd "$(dirname "$0")/../../../.." && pwd)
+TEST_NAME="native-e2e"
+# shellcheck source=scripts/test/lib/lib.sh
+source "$root/scripts/test/lib/lib.sh"
 BIN=${BIN:-$root/target/release}
 BASE_PORT=${BASE_PORT:-29000}
 MEASURE_SECONDS=${MEASURE_SECONDS:-15}
@@ -23,8 +26,6 @@ webui_port=$((BASE_PORT + 0))
 work=$(mktemp -d)
 pids=()
 workers=()
-passed=0
-failed=0
 
 cleanup() {
     for pid in "${workers[@]}" "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -33,15 +34,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-check() { # check NAME VALUE LOW HIGH
-    if awk -v v="$2" -v lo="$3" -v hi="$4" 'BEGIN { exit !(v >= lo && v <= hi) }'; then
-        echo "PASS $1: $2 (expected $3..$4)"
-        passed=$((passed + 1))
-    else
-        echo "FAIL $1: $2 (expected $3..$4)"
-        failed=$((failed + 1))
-    fi
-}
 
 for bin in rng hasher worker webui; do
     [ -x "$BIN/$bin" ] || { echo "missing $BIN/$bin: run 'cargo build --release' first" >&2; exit 2; }
@@ -97,7 +89,7 @@ echo "== 1 worker"
 start_workers 1
 sleep 3
 one=$(rate "$MEASURE_SECONDS")
-check "1 worker, hashes/s" "$one" 2.9 3.6
+check_range "1 worker, hashes/s" "$one" 2.9 3.6
 
 echo "== 10 workers"
 start_workers 9
@@ -106,11 +98,11 @@ ten=$(rate "$MEASURE_SECONDS")
 # rng's line caps the rate at 10/s; the counter moves once a second per
 # worker, so two readings MEASURE_SECONDS apart may be off by up to a flush of
 # each of the 10 workers (about 10 units: +0.67/s over 15 s).
-check "10 workers, hashes/s" "$ten" 8.8 10.7
+check_range "10 workers, hashes/s" "$ten" 8.8 10.7
 rng_ms=$(latency_ms "http://127.0.0.1:$rng_port/")
-check "rng GET / under 10 workers, ms" "$rng_ms" 450 1300
+check_range "rng GET / under 10 workers, ms" "$rng_ms" 450 1300
 hasher_ms=$(latency_ms "http://127.0.0.1:$hasher_port/")
-check "hasher GET /, ms" "$hasher_ms" 0 20
+check_range "hasher GET /, ms" "$hasher_ms" 0 20
 
 echo "== stop: every unit counted"
 for pid in "${workers[@]}"; do kill -TERM "$pid"; done
@@ -118,8 +110,8 @@ for pid in "${workers[@]}"; do wait "$pid" || true; done
 workers=()
 done_units=$(sed -nE 's/.* ([0-9]+) units of work done in all.*/\1/p' "$work/worker.log" | awk '{ s += $1 } END { print s + 0 }')
 counted=$(hashes)
-check "units done minus hashes counted" "$((done_units - counted))" 0 0
+check_range "units done minus hashes counted" "$((done_units - counted))" 0 0
 
 echo "measured: 1 worker $one h/s; 10 workers $ten h/s; rng $rng_ms ms; hasher $hasher_ms ms; units $done_units, hashes $counted"
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]

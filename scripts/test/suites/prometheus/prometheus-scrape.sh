@@ -20,6 +20,9 @@ set -euo pipefail
 export SHUTDOWN_DRAIN="${SHUTDOWN_DRAIN:-0}"
 
 root=$(cd "$(dirname "$0")/../../../.." && pwd)
+TEST_NAME="prometheus-scrape"
+# shellcheck source=scripts/test/lib/lib.sh
+source "$root/scripts/test/lib/lib.sh"
 BIN=${BIN:-$root/target/release}
 BASE_PORT=${BASE_PORT:-22700}
 WORKERS=${WORKERS:-10}
@@ -34,14 +37,12 @@ prometheus_port=$((BASE_PORT + 4))
 first_worker_port=$((BASE_PORT + 10))
 work=$(mktemp -d)
 pids=()
-passed=0
-failed=0
 
 finished=
 cleanup() {
     if [ -z "$finished" ]; then
         echo "stopped early (see the message above)"
-        echo "$passed passed, $((failed + 1)) failed"
+        echo "$PASSED passed, $((FAILED + 1)) failed"
     fi
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -49,15 +50,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { echo "PASS $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL $*"; failed=$((failed + 1)); }
-check() { # check NAME VALUE LOW HIGH
-    if awk -v v="$2" -v lo="$3" -v hi="$4" 'BEGIN { exit !(v >= lo && v <= hi) }'; then
-        pass "$1: $2 (expected $3..$4)"
-    else
-        fail "$1: $2 (expected $3..$4)"
-    fi
-}
 
 # --- What this needs ---------------------------------------------------------
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
@@ -229,13 +221,13 @@ echo "  mean flush to redis (s)         ...{dependency=redis}                   
 # The workshop's numbers hold for its settings: 10 workers, one rng, RNG_CONCURRENCY=1.
 defaults=$([ "${RNG_CONCURRENCY:-1}" = 1 ] && [ "${RNG_DELAY:-100ms}" = 100ms ] && echo yes || echo no)
 if [ "$WORKERS" -eq 10 ] && [ "$defaults" = yes ]; then
-    check "hashes/s with 10 workers (the plateau)" "$speed" 8 10.5
-    check "requests waiting in rng's line" "$waiting" 5 9.5
-    check "mean worker call to rng, s" "$rng_call" 0.6 1.2
-    check "mean worker call to hasher, s" "$hasher_call" 0.09 0.2
+    check_range "hashes/s with 10 workers (the plateau)" "$speed" 8 10.5
+    check_range "requests waiting in rng's line" "$waiting" 5 9.5
+    check_range "mean worker call to rng, s" "$rng_call" 0.6 1.2
+    check_range "mean worker call to hasher, s" "$hasher_call" 0.09 0.2
 fi
 if [ "$WORKERS" -ge 5 ] && [ "$defaults" = yes ]; then
-    check "rng calls are slower than hasher calls, ratio" \
+    check_range "rng calls are slower than hasher calls, ratio" \
         "$(awk -v r="$rng_call" -v h="$hasher_call" 'BEGIN { printf "%.1f", r / h }')" 3 100
 fi
 
@@ -277,5 +269,5 @@ else
 fi
 
 finished=yes
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
