@@ -245,14 +245,14 @@ cmd_up() {
   done
   [[ -x "$DOCKER_CLIENT" ]] || die "no docker client to mount into the nodes (DOCKER_CLIENT='$DOCKER_CLIENT')"
   for img in "$REDIS_IMAGE" "$REGISTRY_IMAGE"; do
-    docker image inspect "$img" >/dev/null 2>&1 || die "no local $img; seed it (scripts/test/seed-images.sh) and re-run"
+    docker image inspect "$img" >/dev/null 2>&1 || die "no local $img; seed it (scripts/test/lib/seed-images.sh) and re-run"
   done
   for img in "${SERVICES[@]}"; do
     docker image inspect "localhost/dockercoins/$img:$TAG" >/dev/null 2>&1 || missing+=("$img")
   done
   if [[ "$BUILD" == always || ("$BUILD" == auto && ${#missing[@]} -gt 0) ]]; then
     docker compose version >/dev/null 2>&1 ||
-      die "'docker compose' (Compose v2) is needed to build our images; install it (scripts/test/compose-plugin.sh does), or build them and re-run with BUILD=never"
+      die "'docker compose' (Compose v2) is needed to build our images; install it (scripts/test/lib/compose-plugin.sh does), or build them and re-run with BUILD=never"
     log "building ${SERVICES[*]} with Compose (TAG=$TAG)"
     TAG="$TAG" docker compose -f "$ROOT/compose.yaml" build "${SERVICES[@]}"
   elif [[ ${#missing[@]} -gt 0 ]]; then
@@ -346,7 +346,7 @@ cmd_up() {
   cat <<NEXT
 cluster: next, on the manager (the repository is at /dockercoins):
   docker exec -it -w /dockercoins $MANAGER bash
-  docker stack deploy -c stack.yaml -c scripts/test/swarm-override.yaml dockercoins
+  docker stack deploy -c stack.yaml -c docker/swarm/swarm-override.yaml dockercoins
   then open http://$MANAGER_IP:8000/ (or the address of the node running webui); '$0 down' when done
 NEXT
 }

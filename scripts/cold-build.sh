@@ -42,9 +42,9 @@ commits=("$@")
 for commit in "${commits[@]}"; do
   git -C "$ROOT" rev-parse --verify -q "$commit^{commit}" >/dev/null || die "not a commit: $commit"
 done
-[[ -x "$PLUGIN" ]] || "$ROOT/scripts/test/compose-plugin.sh" >/dev/null
+[[ -x "$PLUGIN" ]] || "$ROOT/scripts/test/lib/compose-plugin.sh" >/dev/null
 docker image inspect "$RUST_IMAGE" >/dev/null 2>&1 ||
-  die "$RUST_IMAGE is missing: docker pull $RUST_IMAGE (or scripts/test/seed-images.sh rust)"
+  die "$RUST_IMAGE is missing: docker pull $RUST_IMAGE (or scripts/test/lib/seed-images.sh rust)"
 docker image inspect "$NODE_IMAGE" >/dev/null 2>&1 || NODE_IMAGE="$NODE_IMAGE" "$ROOT/scripts/cluster.sh" image
 
 WORK="$(mktemp -d /tmp/dockercoins-cold-src.XXXXXX)"

@@ -17,5 +17,5 @@ case "${1:-}" in
   "") ;;
   *) usage >&2; exit 2 ;;
 esac
-python=$("$ROOT/scripts/test/kubernetes-venv.sh")
-exec "$python" "$ROOT/scripts/test/kubernetes.py" manifests "${args[@]}"
+python=$("$ROOT/scripts/test/lib/kubernetes-venv.sh")
+exec "$python" "$ROOT/scripts/test/suites/kubernetes/kubernetes.py" manifests "${args[@]}"

@@ -101,7 +101,7 @@ local_images() {
   done
   if [[ "$BUILD" == always || ("$BUILD" == auto && ${#missing[@]} -gt 0) ]]; then
     docker compose version >/dev/null 2>&1 ||
-      die "'docker compose' (Compose v2) is needed to build the images; install it (scripts/test/compose-plugin.sh does) or build them and re-run with BUILD=never"
+      die "'docker compose' (Compose v2) is needed to build the images; install it (scripts/test/lib/compose-plugin.sh does) or build them and re-run with BUILD=never"
     log "building ${services[*]} with Compose (TAG=$tag${platform:+, platform $platform})"
     if [[ -n "$platform" ]]; then
       TAG="$tag" DOCKER_DEFAULT_PLATFORM="$platform" docker compose -f "$ROOT/compose.yaml" build "${services[@]}"

@@ -5,22 +5,58 @@
 # end-to-end measurements, the browser test, and the Docker, Compose and Swarm
 # tests. It prints one line per suite and a final `N passed, M failed`.
 #
-# Usage: scripts/test.sh [SUITE...]     (default: all suites, in order)
-# Suites: lint rust native browser prometheus faults compose compose-faults compose-prometheus
-#         swarm cluster cluster-faults kubernetes multiarch
+# Usage: scripts/test.sh [SUITE...]     (default: all suites, in the order below)
 # Environment: SKIP="suite ..." skips suites; LOG_DIR keeps each suite's log
 # (default: a temporary directory, printed at the end).
+# A suite's scripts are in scripts/test/suites/SUITE/, run in the order listed.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-ALL_SUITES=(lint rust native browser prometheus faults compose compose-faults compose-prometheus swarm cluster cluster-faults kubernetes multiarch)
+
+# -- The suites, in the order they run: the one list ------------------------------
+# SUITE, what it needs (binaries: the workspace's binaries, built first; chromium:
+# the browser; docker: the Docker engine, the Compose plugin and the seeded base
+# images; cluster: a multi-node Swarm of containers, made by scripts/cluster.sh),
+# and its scripts in scripts/test/suites/SUITE/ (-: its steps are in this file).
+SUITES='
+lint                -                  -
+rust                -                  -
+native              binaries           native-e2e.sh
+browser             binaries,chromium  webui-browser.sh
+prometheus          binaries           prometheus-scrape.sh
+faults              binaries           faults-e2e.sh drain-e2e.sh
+compose             docker             compose-e2e.sh
+compose-faults      docker             compose-faults.sh compose-ha.sh
+compose-prometheus  docker             compose-prometheus.sh
+swarm               docker             swarm-e2e.sh gelf-e2e.sh
+cluster             docker,cluster     cluster-e2e.sh cluster-metrics.sh
+cluster-faults      docker,cluster     cluster-faults.sh
+kubernetes          docker             kubernetes.sh
+multiarch           docker             multiarch.sh
+'
+declare -A NEEDS=() PARTS=()
+ALL_SUITES=()
+while read -r name needs parts; do
+    [ -n "$name" ] || continue
+    ALL_SUITES+=("$name")
+    NEEDS[$name]=$needs
+    PARTS[$name]=$parts
+done <<<"$SUITES"
 SKIP=${SKIP:-}
 LOG_DIR=${LOG_DIR:-$(mktemp -d /tmp/dockercoins-test.XXXXXX)}
 mkdir -p "$LOG_DIR"
 
 case "${1:-}" in
-    -h | --help) sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help)
+        sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
+        echo
+        printf '%-20s %-18s %s\n' SUITE NEEDS SCRIPTS
+        while read -r name needs parts; do
+            [ -n "$name" ] && printf '%-20s %-18s %s\n' "$name" "$needs" "$parts"
+        done <<<"$SUITES"
+        exit 0
+        ;;
 esac
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=("${ALL_SUITES[@]}")
@@ -30,7 +66,7 @@ install_packages() {
     local wanted=(redis-server redis-tools debootstrap shellcheck prometheus wrk curl jq python3-venv qemu-user-static binfmt-support)
     local missing=()
     # The browser, only for the browser suite (Ubuntu ships Chromium only as a snap).
-    runs browser && wanted+=(chromium chromium-driver)
+    needed chromium && wanted+=(chromium chromium-driver)
     for package in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
     done
@@ -50,24 +86,28 @@ runs() {
     case " $SKIP " in *" $1 "*) return 1 ;; esac
 }
 
-needs_docker() {
-    case " $* " in *" compose"* | *" swarm "* | *" cluster "* | *" cluster-faults "* | *" kubernetes "* | *" multiarch "*) return 0 ;; esac
+# needed NEED: whether a suite that runs needs NEED.
+needed() {
+    local suite
+    for suite in "${suites[@]}"; do
+        case ",${NEEDS[$suite]:-}," in *",$1,"*) runs "$suite" && return 0 ;; esac
+    done
     return 1
 }
 
 install_packages
 command -v cargo >/dev/null || { echo "cargo missing: install Rust (https://rustup.rs)" >&2; exit 1; }
-if needs_docker "${suites[@]}"; then
+if needed docker; then
     docker info >/dev/null 2>&1 || { echo "Docker engine not reachable: start dockerd" >&2; exit 1; }
-    scripts/test/compose-plugin.sh
-    scripts/test/seed-images.sh
+    scripts/test/lib/compose-plugin.sh
+    scripts/test/lib/seed-images.sh
 fi
 
 # -- The suites -------------------------------------------------------------------
 suite_lint() {
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
-    shellcheck scripts/*.sh scripts/*/*.sh .ci/run docker/redis-ha/start.sh
+    shellcheck scripts/*.sh scripts/*/*.sh scripts/test/*/*.sh scripts/test/suites/*/*.sh .ci/run docker/redis-ha/start.sh
     # A Swarm config cannot change: stack.ha.yaml names start.sh's by its content.
     local sha
     sha=$(sha256sum docker/redis-ha/start.sh | cut -c1-8)
@@ -76,16 +116,18 @@ suite_lint() {
     # The web UI serves uPlot's gzipped copy to browsers that accept gzip.
     gzip -dc crates/webui/assets/uPlot.iife.min.js.gz | cmp -s - crates/webui/assets/uPlot.iife.min.js ||
         { echo "crates/webui/assets/uPlot.iife.min.js.gz is not uPlot.iife.min.js: gzip -9 -n -k -f it again" >&2; return 1; }
-    scripts/test/docs-links.sh
+    scripts/test/suites/lint/docs-links.sh
     scripts/chart-readme.sh --check
-    scripts/test/cargo-deny.sh
+    scripts/test/suites/lint/cargo-deny.sh
     local bin
-    bin=$(scripts/test/github-lint-venv.sh)
+    bin=$(scripts/test/lib/github-lint-venv.sh)
     echo "actionlint, zizmor --persona pedantic, check-jsonschema: .github/"
     "$bin/actionlint" .github/workflows/*.yml
     "$bin/zizmor" --offline --persona pedantic -q .github
     "$bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
     "$bin/check-jsonschema" --builtin-schema vendor.dependabot .github/dependabot.yml
+    echo "ruff: the project's Python (its default rules)"
+    "$bin/ruff" check --no-cache .
     if docker compose version >/dev/null 2>&1; then
         for file in compose.yaml compose.*.yaml; do
             [ "$file" = compose.yaml ] && docker compose -f compose.yaml config -q && continue
@@ -107,48 +149,36 @@ suite_lint() {
 export BIN_DIR="$root/target/debug" BIN="$root/target/debug"
 debug_binaries() { cargo build --workspace --bins --locked --quiet; }
 suite_rust() { cargo test --workspace --locked; }
-suite_native() { debug_binaries; scripts/test/native-e2e.sh; }
-suite_browser() { debug_binaries; scripts/test/webui-browser.sh; }
-suite_prometheus() { debug_binaries; scripts/test/prometheus-scrape.sh; }
-suite_faults() {
-    debug_binaries
-    scripts/test/faults-e2e.sh
-    scripts/test/drain-e2e.sh
-}
-suite_compose() { scripts/test/compose-e2e.sh; }
-suite_compose-faults() {
-    scripts/test/compose-faults.sh
-    scripts/test/compose-ha.sh
-}
-suite_compose-prometheus() { scripts/test/compose-prometheus.sh; }
-suite_swarm() {
-    scripts/test/swarm-e2e.sh
-    scripts/test/gelf-e2e.sh
-}
 # One cluster for both: cluster-e2e leaves it up (KEEP_CLUSTER=1), cluster-metrics
 # adds Prometheus to its stack and takes it down (or starts its own if none is up).
 suite_cluster() {
     local status=0
-    KEEP_CLUSTER=1 scripts/test/cluster-e2e.sh || status=$?
-    REUSE_CLUSTER=1 scripts/test/cluster-metrics.sh || status=$?
+    KEEP_CLUSTER=1 scripts/test/suites/cluster/cluster-e2e.sh || status=$?
+    REUSE_CLUSTER=1 scripts/test/suites/cluster/cluster-metrics.sh || status=$?
     return "$status"
 }
-suite_kubernetes() { scripts/test/kubernetes.sh; }
-suite_multiarch() { scripts/test/multiarch.sh; }
-suite_cluster-faults() { scripts/test/cluster-faults.sh; }
+# Any other suite: the binaries first if it needs them, then its scripts in order.
+run_suite() {
+    local part
+    if declare -F "suite_$1" >/dev/null; then "suite_$1"; return; fi
+    case ",${NEEDS[$1]}," in *,binaries,*) debug_binaries ;; esac
+    for part in ${PARTS[$1]}; do
+        "scripts/test/suites/$1/$part"
+    done
+}
 
 passed=0
 failed=0
 summary=()
 for suite in "${suites[@]}"; do
     case " $SKIP " in *" $suite "*) summary+=("SKIP  $suite"); continue ;; esac
-    declare -F "suite_$suite" >/dev/null || { echo "unknown suite: $suite (see --help)" >&2; exit 2; }
+    [ -n "${NEEDS[$suite]:-}" ] || { echo "unknown suite: $suite (see --help)" >&2; exit 2; }
     echo "=== $suite (log: $LOG_DIR/$suite.log)"
     start=$(date +%s)
     # In a subshell with errexit on, outside `if`: bash ignores `set -e` in a
     # function called as an `if` condition, so any failing step fails the suite.
     set +e
-    (set -e; "suite_$suite") > >(tee "$LOG_DIR/$suite.log") 2>&1
+    (set -e; run_suite "$suite") > >(tee "$LOG_DIR/$suite.log") 2>&1
     status=$?
     set -e
     if [ "$status" -eq 0 ]; then

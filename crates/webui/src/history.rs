@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// How much of the speed's past the page gets when it opens.
 pub const KEEP: f64 = 300.0;
@@ -27,21 +27,7 @@ pub const STALE_AFTER: f64 = 3.0;
 pub const FORGET_AFTER: f64 = 30.0;
 
 /// What a worker writes to `dockercoins:report:<INSTANCE>` every second.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
-pub struct Report {
-    pub instance: String,
-    /// Unix seconds, by the worker's clock.
-    pub time: f64,
-    /// Units done since the worker started.
-    pub units: u64,
-    #[serde(default)]
-    pub coins: u64,
-    /// Answers received since the worker started, by rng instance.
-    #[serde(default)]
-    pub rng: BTreeMap<String, u64>,
-    #[serde(default)]
-    pub hasher: BTreeMap<String, u64>,
-}
+pub use dockercoins::redis::Report;
 
 /// The page's picture of now: what `/history` ends with and what
 /// `/events` sends every second.
@@ -301,6 +287,7 @@ mod tests {
     fn report(instance: &str, time: f64, units: u64, rng: &[(&str, u64)]) -> Report {
         Report {
             instance: instance.to_owned(),
+            process: String::new(),
             time,
             units,
             coins: units / 16,

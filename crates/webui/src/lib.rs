@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
 use dockercoins::http::Readiness;
-use dockercoins::redis::{Redis, SentinelOptions};
+use dockercoins::redis::{Redis, RedisOptions};
 use dockercoins::{BoxError, CancellationToken, Service};
 use serde::Serialize;
 
@@ -36,16 +36,9 @@ pub const ABOUT: &str = "DockerCoins webui: the mining speed, live, in a browser
 
 #[derive(Args, Debug, Clone)]
 pub struct Config {
-    /// Where Redis answers.
-    #[arg(
-        long = "redis-url",
-        env = "REDIS_URL",
-        default_value = "redis://redis:6379"
-    )]
-    pub redis_url: String,
-
+    // Where Redis is: `REDIS_URL`, or the Sentinels.
     #[command(flatten)]
-    pub sentinel: SentinelOptions,
+    pub redis: RedisOptions,
 
     /// Serve the page from this directory instead of the built-in copy, so
     /// that edits show on reload (the classic development mode).
@@ -62,7 +55,7 @@ struct Webui {
 }
 
 pub async fn run(config: Config, service: Service) -> Result<(), BoxError> {
-    let redis = Redis::from_options(&config.redis_url, &config.sentinel)?;
+    let redis = Redis::new(&config.redis)?;
     let live = sampler::start(redis.clone(), service.shutdown.clone());
     let routes = app(&config, redis.clone(), live, service.shutdown.clone());
     dockercoins::http::serve(service, routes, Readiness::Redis(redis)).await?;
@@ -122,19 +115,11 @@ async fn events(State(webui): State<Arc<Webui>>) -> impl IntoResponse {
 
 pub(crate) async fn read_counters(redis: &Redis) -> Result<Counters, redis::RedisError> {
     let start = Instant::now();
-    let read = async {
-        let mut connection = redis.connection().await?;
-        redis::pipe()
-            .hlen("wallet")
-            .get("hashes")
-            .query_async(&mut connection)
-            .await
-    };
-    let (coins, hashes): (u64, Option<u64>) = read.await.inspect_err(|_| redis.failed())?;
+    let counts = redis.read_counts().await?;
     metrics::histogram!("webui_redis_duration_seconds").record(start.elapsed().as_secs_f64());
     Ok(Counters {
-        coins,
-        hashes: hashes.unwrap_or(0),
+        coins: counts.coins,
+        hashes: counts.hashes,
         now: unix_now(),
     })
 }

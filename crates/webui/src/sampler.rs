@@ -25,8 +25,6 @@ use crate::history::{History, Report, Series, Status};
 const READ_EVERY: Duration = Duration::from_millis(250);
 /// Every how many readings a point is added and pages are updated (once a second).
 const POINT_EVERY: u64 = 4;
-/// Where workers write their reports (`dockercoins:report:<INSTANCE>`).
-const REPORTS: &str = "dockercoins:report:*";
 
 /// What the sampler knows, shared with the request handlers.
 pub struct Live {
@@ -94,39 +92,10 @@ async fn sample(redis: Redis, live: Arc<Live>, shutdown: CancellationToken) {
 
 /// The workers' reports; none if Redis fails meanwhile (the counters say so).
 async fn read_reports(redis: &Redis) -> Vec<Report> {
-    let found = async {
-        let mut connection = redis.connection().await?;
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, mut batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(REPORTS)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut connection)
-                .await?;
-            keys.append(&mut batch);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        redis::cmd("MGET")
-            .arg(&keys)
-            .query_async::<Vec<Option<String>>>(&mut connection)
-            .await
-    }
-    .await;
-    match found {
-        Ok(values) => values
+    match redis.read_reports().await {
+        Ok(reports) => reports
             .into_iter()
-            .flatten()
-            .filter_map(|json| match serde_json::from_str(&json) {
+            .filter_map(|report| match report {
                 Ok(report) => Some(report),
                 Err(err) => {
                     tracing::debug!("ignoring a worker report that does not parse: {err}");

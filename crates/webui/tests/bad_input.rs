@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use dockercoins::redis::RedisOptions;
 use dockercoins::test_support::RedisServer;
 use dockercoins::{CancellationToken, Common, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,8 +52,7 @@ impl Webui {
             },
         };
         let config = webui::Config {
-            redis_url: redis.url(),
-            sentinel: Default::default(),
+            redis: RedisOptions::at(redis.url()),
             assets_dir: assets_dir.map(Path::to_owned),
         };
         tokio::spawn(webui::run(config, service));

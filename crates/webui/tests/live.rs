@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use dockercoins::CancellationToken;
-use dockercoins::redis::Redis;
+use dockercoins::redis::{Redis, RedisOptions};
 use dockercoins::test_support::RedisServer;
 use http_body_util::BodyExt;
 use redis::AsyncCommands;
@@ -17,11 +17,10 @@ use tower::ServiceExt;
 
 fn app(server: &RedisServer) -> (Router, CancellationToken) {
     let config = webui::Config {
-        redis_url: server.url(),
-        sentinel: Default::default(),
+        redis: RedisOptions::at(server.url()),
         assets_dir: None,
     };
-    let redis = Redis::open(&server.url()).expect("a valid url");
+    let redis = Redis::new(&RedisOptions::at(server.url())).expect("a valid url");
     let shutdown = CancellationToken::new();
     let live = webui::sampler::start(redis.clone(), shutdown.clone());
     (webui::app(&config, redis, live, shutdown.clone()), shutdown)

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dockercoins::CancellationToken;
-use dockercoins::redis::Redis;
+use dockercoins::redis::{Redis, RedisOptions};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -17,11 +17,10 @@ const NO_REDIS: &str = "redis://127.0.0.1:1";
 
 fn app(assets_dir: Option<PathBuf>) -> (Router, CancellationToken) {
     let config = webui::Config {
-        redis_url: NO_REDIS.to_owned(),
-        sentinel: Default::default(),
+        redis: RedisOptions::at(NO_REDIS),
         assets_dir,
     };
-    let redis = Redis::open(NO_REDIS).expect("a valid url");
+    let redis = Redis::new(&RedisOptions::at(NO_REDIS)).expect("a valid url");
     let shutdown = CancellationToken::new();
     let live = webui::sampler::start(redis.clone(), shutdown.clone());
     (webui::app(&config, redis, live, shutdown.clone()), shutdown)

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dockercoins::CancellationToken;
-use dockercoins::redis::Redis;
+use dockercoins::redis::{Redis, RedisOptions};
 use dockercoins::test_support::RedisServer;
 use http_body_util::BodyExt;
 use redis::AsyncCommands;
@@ -25,13 +25,12 @@ const NO_REDIS: &str = "redis://127.0.0.1:1";
 /// every read the tested Redis counts is one of `/json`'s.
 fn app(redis_url: &str) -> (Router, CancellationToken) {
     let config = webui::Config {
-        redis_url: redis_url.to_owned(),
-        sentinel: Default::default(),
+        redis: RedisOptions::at(redis_url),
         assets_dir: None,
     };
-    let redis = Redis::open(redis_url).expect("a valid url");
+    let redis = Redis::new(&RedisOptions::at(redis_url)).expect("a valid url");
     let shutdown = CancellationToken::new();
-    let elsewhere = Redis::open(NO_REDIS).expect("a valid url");
+    let elsewhere = Redis::new(&RedisOptions::at(NO_REDIS)).expect("a valid url");
     let live = webui::sampler::start(elsewhere, shutdown.clone());
     (webui::app(&config, redis, live, shutdown.clone()), shutdown)
 }

@@ -16,6 +16,9 @@
 //! [`Connection`], used for one call at a time: a loop makes one call at a
 //! time anyway, and a pool shared by the loops cost more per call (its
 //! lookups, locks and wake-ups) than the call itself.
+//!
+//! A call returns what it got, a [`Reply`]: the body and the instance that
+//! answered (`X-Instance`). What the worker makes of them is the work loop's.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,7 +43,23 @@ use tokio::time::Sleep;
 use tower::ServiceExt;
 
 use crate::Config;
-use crate::ledger::Ledger;
+
+/// An answer: its body, and the instance that sent it.
+pub struct Reply {
+    pub body: Bytes,
+    /// The `X-Instance` header, if any.
+    instance: Option<HeaderValue>,
+}
+
+impl Reply {
+    /// The instance that answered, `unknown` if it did not say.
+    pub fn instance(&self) -> &str {
+        self.instance
+            .as_ref()
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("unknown")
+    }
+}
 
 /// Bytes read from a connection at a time: answers are a few hundred bytes
 /// (hyper's default starts at 8 KB per connection).
@@ -137,18 +156,13 @@ impl Client {
         }
     }
 
-    pub async fn get(
-        &self,
-        connection: &mut Connection,
-        uri: &Uri,
-        ledger: &Ledger,
-    ) -> Result<Bytes, String> {
+    pub async fn get(&self, connection: &mut Connection, uri: &Uri) -> Result<Reply, String> {
         let mut request = Request::new(Full::default());
         *request.uri_mut() = uri.clone();
         request
             .headers_mut()
             .insert(header::HOST, self.host.clone());
-        self.call(connection, request, ledger).await
+        self.call(connection, request).await
     }
 
     pub async fn post(
@@ -156,8 +170,7 @@ impl Client {
         connection: &mut Connection,
         uri: &Uri,
         body: Bytes,
-        ledger: &Ledger,
-    ) -> Result<Bytes, String> {
+    ) -> Result<Reply, String> {
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri.clone();
@@ -167,15 +180,14 @@ impl Client {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
-        self.call(connection, request, ledger).await
+        self.call(connection, request).await
     }
 
     async fn call(
         &self,
         connection: &mut Connection,
         request: Request<Full<Bytes>>,
-        ledger: &Ledger,
-    ) -> Result<Bytes, String> {
+    ) -> Result<Reply, String> {
         let dependency = self.dependency;
         let start = Instant::now();
         let deadline = tokio::time::Instant::from_std(start) + self.timeout;
@@ -188,7 +200,7 @@ impl Client {
         };
         let result = tokio::select! {
             biased;
-            result = self.exchange(&mut connection.open, request, start, ledger) => result,
+            result = self.exchange(&mut connection.open, request, start) => result,
             () = timer.as_mut() => {
                 // Cut short, the call may leave a request half-sent or an
                 // answer half-read: its connection is not reused.
@@ -226,8 +238,7 @@ impl Client {
         connection: &mut Option<Open>,
         mut request: Request<Full<Bytes>>,
         start: Instant,
-        ledger: &Ledger,
-    ) -> Result<Bytes, String> {
+    ) -> Result<Reply, String> {
         let response = loop {
             let (open, reused) = match &mut *connection {
                 Some(open) if start < open.expiry && !open.sender.is_closed() => (open, true),
@@ -262,7 +273,7 @@ impl Client {
                 }
             }
         };
-        let (head, body) = response.into_parts();
+        let (mut head, body) = response.into_parts();
         let body = match body.collect().await {
             Ok(body) => body.to_bytes(),
             Err(err) => {
@@ -275,13 +286,10 @@ impl Client {
             let reason = reason.lines().next().unwrap_or("");
             return Err(format!("answered {}: {reason}", head.status));
         }
-        let instance = head
-            .headers
-            .get(INSTANCE_HEADER)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("unknown");
-        ledger.answered_by(self.dependency, instance);
-        Ok(body)
+        Ok(Reply {
+            body,
+            instance: head.headers.remove(INSTANCE_HEADER),
+        })
     }
 
     /// A new connection, with its lifetime.

@@ -18,13 +18,14 @@ use axum::http::Uri;
 use bytes::Bytes;
 use clap::Args;
 use dockercoins::http::{Readiness, not_found};
-use dockercoins::redis::{Redis, SentinelOptions};
+use dockercoins::redis::{Redis, RedisOptions};
 use dockercoins::{BoxError, CancellationToken, Service};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
 use crate::client::{Client, Connection};
-pub use crate::ledger::{Coin, Ledger, Summary};
+pub use crate::ledger::{Ledger, Summary};
+pub use dockercoins::redis::Coin;
 
 pub const ABOUT: &str = "DockerCoins worker: mines coins with rng and hasher, counts them in Redis";
 
@@ -45,16 +46,9 @@ pub struct Config {
     )]
     pub hasher_url: String,
 
-    /// Where Redis answers.
-    #[arg(
-        long = "redis-url",
-        env = "REDIS_URL",
-        default_value = "redis://redis:6379"
-    )]
-    pub redis_url: String,
-
+    // Where Redis is: `REDIS_URL`, or the Sentinels.
     #[command(flatten)]
-    pub sentinel: SentinelOptions,
+    pub redis: RedisOptions,
 
     /// With Sentinel: how long a batch waits for a replica to confirm it
     /// (`WAIT 1`); a batch no replica confirmed is sent again.
@@ -118,9 +112,8 @@ pub struct Config {
 
 pub async fn run(config: Config, service: Service) -> Result<(), BoxError> {
     // A batch's reply comes after `WAIT`: it may take the wait on top.
-    let redis = Redis::from_options(&config.redis_url, &config.sentinel)?
-        .with_slower_replies(config.redis_wait_timeout);
-    let redis_uses_sentinel = redis.uses_sentinel();
+    let redis = Redis::new(&config.redis)?.with_slower_replies(config.redis_wait_timeout);
+    let redis_replicated = redis.replicated();
     service.ignore_sigterm.set(config.ignore_sigterm);
     if config.ignore_sigterm {
         tracing::warn!(
@@ -149,7 +142,7 @@ pub async fn run(config: Config, service: Service) -> Result<(), BoxError> {
         summary.lost
     );
     let repaired = summary.batches_resent + summary.batches_refused + summary.batches_restored;
-    if redis_uses_sentinel || repaired > 0 {
+    if redis_replicated || repaired > 0 {
         tracing::info!(
             "batches: {} sent again, {} refused by redis, {} not confirmed by a replica, {} restored to a primary that lacked them",
             summary.batches_resent,
@@ -298,10 +291,9 @@ impl Miner {
     }
 
     async fn get_random_bytes(&self, connection: &mut Connection) -> Result<Bytes, String> {
-        let bytes = self
-            .rng
-            .get(connection, &self.rng_uri, &self.ledger)
-            .await?;
+        let reply = self.rng.get(connection, &self.rng_uri).await?;
+        self.ledger.answered_by("rng", reply.instance());
+        let bytes = reply.body;
         if bytes.len() != 32 {
             return Err(format!("rng answered {} bytes instead of 32", bytes.len()));
         }
@@ -311,10 +303,9 @@ impl Miner {
     /// The SHA-256 of `data` from hasher, in hex: 64 digits and lowercase
     /// letters (whitespace around them left out), as the answer's bytes.
     async fn hash_bytes(&self, connection: &mut Connection, data: Bytes) -> Result<Bytes, String> {
-        let body = self
-            .hasher
-            .post(connection, &self.hasher_uri, data, &self.ledger)
-            .await?;
+        let reply = self.hasher.post(connection, &self.hasher_uri, data).await?;
+        self.ledger.answered_by("hasher", reply.instance());
+        let body = reply.body;
         let hex_hash = body.trim_ascii();
         if is_sha256_hex(hex_hash) {
             return Ok(body.slice_ref(hex_hash));

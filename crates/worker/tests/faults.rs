@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
-use dockercoins::redis::Redis;
+use dockercoins::redis::{Redis, RedisOptions};
 use dockercoins::test_support::RedisServer;
 use dockercoins::{CancellationToken, Common, Service};
 use tokio::net::TcpListener;
@@ -187,8 +187,7 @@ fn config(rng: &Server, hasher: &Server, redis: &RedisServer) -> worker::Config 
     worker::Config {
         rng_url: rng.url(),
         hasher_url: hasher.url(),
-        redis_url: redis.url(),
-        sentinel: Default::default(),
+        redis: RedisOptions::at(redis.url()),
         sleep: Duration::from_millis(5),
         concurrency: 2,
         flush_interval: Duration::from_millis(250),
@@ -211,7 +210,7 @@ struct Worker {
 
 impl Worker {
     fn start(config: worker::Config, name: &str) -> Worker {
-        let redis = Redis::open(&config.redis_url).expect("redis url");
+        let redis = Redis::new(&config.redis).expect("redis url");
         let stop = CancellationToken::new();
         let handle = tokio::spawn(worker::mine(config, name.to_owned(), redis, stop.clone()));
         Worker { stop, handle }

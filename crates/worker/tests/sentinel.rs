@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use dockercoins::CancellationToken;
-use dockercoins::redis::Redis;
+use dockercoins::redis::{Redis, RedisOptions};
 use dockercoins::test_support::{
     Process, RedisHa, RedisServer, Running, free_port, get, spawn, start_sentinel,
 };
@@ -451,7 +451,7 @@ async fn batches_a_primary_refuses_are_kept_and_counted_once_later() {
     let mining = tokio::spawn(worker::mine(
         config,
         "worker-a".to_owned(),
-        Redis::open(&redis_url).expect("redis url"),
+        Redis::new(&RedisOptions::at(&redis_url)).expect("redis url"),
         shutdown.clone(),
     ));
     tokio::time::sleep(Duration::from_secs(1)).await;

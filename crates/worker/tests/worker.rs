@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dockercoins::CancellationToken;
-use dockercoins::redis::Redis;
+use dockercoins::redis::{Redis, RedisOptions};
 use dockercoins::test_support::{RedisServer, Running, spawn};
 use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
@@ -60,7 +60,7 @@ impl Pipeline {
     }
 
     async fn mine(&self, config: worker::Config, duration: Duration) -> worker::Summary {
-        let redis = Redis::open(&self.redis.url()).expect("redis url");
+        let redis = Redis::new(&RedisOptions::at(self.redis.url())).expect("redis url");
         let shutdown = CancellationToken::new();
         let mining = tokio::spawn(worker::mine(
             config,
