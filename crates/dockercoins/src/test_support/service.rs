@@ -5,7 +5,7 @@
 /// its binary takes; cancelled and awaited by [`Running::stop`].
 pub struct Running {
     pub address: std::net::SocketAddr,
-    pub shutdown: crate::CancellationToken,
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// Both steps of the stop, for tests of the drain.
     pub stop: crate::shutdown::Stop,
     task: tokio::task::JoinHandle<Result<(), String>>,
@@ -29,18 +29,19 @@ impl Running {
 pub async fn spawn<C, F, Fut, E>(name: &'static str, args: &[&str], run: F) -> Running
 where
     C: clap::Args + Send + 'static,
-    F: FnOnce(C, crate::Service) -> Fut,
+    F: FnOnce(C, crate::service::Service) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display,
 {
-    let cli = crate::parse_from::<C, _, _>(name, "test", std::iter::once(&name).chain(args))
-        .expect("valid test arguments");
+    let cli =
+        crate::service::parse_from::<C, _, _>(name, "test", std::iter::once(&name).chain(args))
+            .expect("valid test arguments");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
     let address = listener.local_addr().expect("local address");
     let stop = crate::shutdown::Stop::default();
-    let service = crate::Service {
+    let service = crate::service::Service {
         instance: cli.common.instance(),
         listener,
         shutdown: stop.shutdown.clone(),
