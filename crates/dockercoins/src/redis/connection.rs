@@ -1,10 +1,10 @@
 //! The Redis connection the worker and webui share: opened lazily, so a
 //! service starts and answers while Redis is down, and re-established by the
 //! connection manager after Redis restarts. With Sentinels, the primary is
-//! found and followed by the `sentinel` room.
+//! found by the `sentinel` module and followed by the watcher below.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -13,20 +13,17 @@ use redis::{Client, RedisError};
 use tokio::sync::Mutex;
 
 use super::error::Error;
-use super::options::RedisOptions;
+use super::options::{RedisOptions, TIMEOUT};
 use super::sentinel::{Sentinels, address_of};
-
-/// How long one connection attempt or one reply may take.
-pub(super) const TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct Redis {
-    pub(super) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(super) struct Inner {
-    pub(super) target: Target,
-    pub(super) connection: Mutex<Option<ConnectionManager>>,
+struct Inner {
+    target: Target,
+    connection: Mutex<Option<ConnectionManager>>,
     url: String,
     /// How long one reply may take (a command that waits, such as `WAIT`,
     /// needs its own wait on top of `TIMEOUT`).
@@ -36,7 +33,7 @@ pub(super) struct Inner {
     generation: AtomicU64,
 }
 
-pub(super) enum Target {
+enum Target {
     Plain(Client),
     Sentinel(Sentinels),
 }
@@ -116,7 +113,10 @@ impl Redis {
         let client = match &self.inner.target {
             Target::Plain(client) => client.clone(),
             Target::Sentinel(sentinels) => {
-                sentinels.start_watching(Arc::downgrade(&self.inner));
+                let inner = Arc::downgrade(&self.inner);
+                sentinels.start_watching(|| {
+                    tokio::spawn(watch(inner));
+                });
                 let client = sentinels.find_primary().await?;
                 sentinels.found(&address_of(&client));
                 client
@@ -155,6 +155,41 @@ impl Redis {
             self.failed();
         }
         result
+    }
+}
+
+/// The watcher of a Redis found through Sentinel: asks the Sentinels every
+/// second, or at once after an error, and drops the connection when they name
+/// another primary, so that the next command goes to the new one. It ends
+/// when the last clone of the `Redis` is dropped.
+async fn watch(inner: Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let Target::Sentinel(sentinels) = &strong.target else {
+            return;
+        };
+        match sentinels.find_primary().await {
+            Ok(client) => {
+                // Under the connection's lock, as `open_connection` notes the
+                // primary it connects to: a primary other than the one noted
+                // drops the connection.
+                let mut slot = strong.connection.lock().await;
+                if sentinels.found(&address_of(&client)) {
+                    *slot = None;
+                }
+            }
+            Err(err) => tracing::debug!(
+                target: "dockercoins::redis",
+                "sentinels: no primary {}: {err}",
+                sentinels.primary()
+            ),
+        }
+        let next_check = sentinels.next_check();
+        // Not holding the service's Redis alive while waiting.
+        drop(strong);
+        next_check.await;
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use redis::{RedisError, Value};
 use serde::{Deserialize, Serialize};
 
-use super::Redis;
+use super::connection::Redis;
 
 /// Units of work counted, in all.
 pub const HASHES: &str = "hashes";

@@ -1,7 +1,13 @@
 //! Where Redis is: at one URL, or wherever the Sentinels say the primary is.
 //! The same knobs for every service that uses Redis.
 
+use std::time::Duration;
+
 use clap::Args;
+
+/// How long one connection attempt or one reply may take, of Redis or of a
+/// Sentinel.
+pub(super) const TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Args, Debug, Clone)]
 pub struct RedisOptions {

@@ -16,7 +16,8 @@
 //! its `ROLE`, are kept open from one check to the next, and opened again
 //! only after an error.
 
-use std::sync::{Arc, Weak};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -24,8 +25,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError};
 use tokio::sync::{Mutex, Notify};
 
-use super::connection::{Inner, TIMEOUT, Target};
 use super::error::Error;
+use super::options::TIMEOUT;
 
 /// How often the Sentinels are asked which Redis is the primary.
 const SENTINEL_CHECK: Duration = Duration::from_secs(1);
@@ -90,12 +91,27 @@ impl Sentinels {
     }
 
     /// Starts, once, the task that asks the Sentinels every second (or after
-    /// an error) which Redis is the primary, and drops the connection when it
-    /// is another. It ends when the last clone of the `Redis` is dropped.
-    pub(super) fn start_watching(&self, redis: Weak<Inner>) {
-        self.watching.call_once(|| {
-            tokio::spawn(watch(redis));
-        });
+    /// an error) which Redis is the primary: the connection's watcher, which
+    /// drops the connection when it is another.
+    pub(super) fn start_watching(&self, watcher: impl FnOnce()) {
+        self.watching.call_once(watcher);
+    }
+
+    /// The next check's moment: a second from now, or at once after an error
+    /// ([`Sentinels::check_now`]). Holds nothing of the Sentinels while waiting.
+    pub(super) fn next_check(&self) -> impl Future<Output = ()> + 'static {
+        let check = self.check.clone();
+        async move {
+            tokio::select! {
+                () = check.notified() => {}
+                () = tokio::time::sleep(SENTINEL_CHECK) => {}
+            }
+        }
+    }
+
+    /// The name of the primary asked for (`REDIS_SENTINEL_PRIMARY`).
+    pub(super) fn primary(&self) -> &str {
+        &self.primary
     }
 
     /// A client for the primary the Sentinels name: all are asked at once,
@@ -202,38 +218,6 @@ impl Sentinels {
         }
         *known = Some(address.to_owned());
         true
-    }
-}
-
-async fn watch(inner: Weak<Inner>) {
-    loop {
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
-        let Target::Sentinel(sentinels) = &strong.target else {
-            return;
-        };
-        match sentinels.find_primary().await {
-            Ok(client) => {
-                // Under the connection's lock, as `connection` notes the
-                // primary it connects to: a primary other than the one noted
-                // drops the connection, and the next command goes to the new one.
-                let mut slot = strong.connection.lock().await;
-                if sentinels.found(&address_of(&client)) {
-                    *slot = None;
-                }
-            }
-            Err(err) => {
-                tracing::debug!(target: LOG, "sentinels: no primary {}: {err}", sentinels.primary)
-            }
-        }
-        let check = sentinels.check.clone();
-        // Not holding the service's Redis alive while waiting.
-        drop(strong);
-        tokio::select! {
-            () = check.notified() => {}
-            () = tokio::time::sleep(SENTINEL_CHECK) => {}
-        }
     }
 }
 
