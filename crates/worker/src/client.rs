@@ -15,10 +15,13 @@
 //! Each work loop keeps its own connection to each dependency, a
 //! [`Connection`], used for one call at a time: a loop makes one call at a
 //! time anyway, and a pool shared by the loops cost more per call (its
-//! lookups, locks and wake-ups) than the call itself.
+//! lookups, locks and wake-ups) than the call itself. The loop itself writes
+//! each request and reads its answer ([`http1`]): no task per connection.
 //!
 //! A call returns what it got, a [`Reply`]: the body and the instance that
 //! answered (`X-Instance`). What the worker makes of them is the work loop's.
+
+mod http1;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,21 +30,18 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderValue, Method, Request, Uri, header};
+use axum::http::{HeaderValue, Uri};
 use bytes::Bytes;
 use dockercoins::error_chain;
-use dockercoins::http::INSTANCE_HEADER;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::TokioIo;
 use metrics::Histogram;
 use rand::seq::SliceRandom;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tower::ServiceExt;
 
+use self::http1::{Failure, Request};
 use crate::Config;
 
 /// An answer: its body, and the instance that sent it.
@@ -61,10 +61,6 @@ impl Reply {
     }
 }
 
-/// Bytes read from a connection at a time: answers are a few hundred bytes
-/// (hyper's default starts at 8 KB per connection).
-const READ_BUFFER: usize = 2048;
-
 pub struct Client {
     /// `rng` or `hasher`: the label of this dependency in logs and metrics.
     dependency: &'static str,
@@ -82,10 +78,11 @@ pub struct Client {
 }
 
 /// One work loop's connection to one dependency, kept from call to call,
-/// and the deadline of its calls.
+/// the deadline of its calls, and the buffer they write and read with.
 #[derive(Default)]
 pub struct Connection {
     open: Option<Open>,
+    buffer: Vec<u8>,
     /// One timer, moved on at each call: to a later deadline, that only
     /// changes a number, where a timer per call was registered with the
     /// runtime's timers and removed again.
@@ -93,7 +90,7 @@ pub struct Connection {
 }
 
 struct Open {
-    sender: SendRequest<Full<Bytes>>,
+    stream: TcpStream,
     /// When it is to be retired.
     expiry: Instant,
 }
@@ -157,12 +154,13 @@ impl Client {
     }
 
     pub async fn get(&self, connection: &mut Connection, uri: &Uri) -> Result<Reply, String> {
-        let mut request = Request::new(Full::default());
-        *request.uri_mut() = uri.clone();
-        request
-            .headers_mut()
-            .insert(header::HOST, self.host.clone());
-        self.call(connection, request).await
+        let request = Request {
+            method: "GET",
+            target: uri.path_and_query().map_or("/", |path| path.as_str()),
+            host: self.host.as_bytes(),
+            body: None,
+        };
+        self.call(connection, &request).await
     }
 
     pub async fn post(
@@ -171,22 +169,19 @@ impl Client {
         uri: &Uri,
         body: Bytes,
     ) -> Result<Reply, String> {
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri.clone();
-        let headers = request.headers_mut();
-        headers.insert(header::HOST, self.host.clone());
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        self.call(connection, request).await
+        let request = Request {
+            method: "POST",
+            target: uri.path_and_query().map_or("/", |path| path.as_str()),
+            host: self.host.as_bytes(),
+            body: Some(&body),
+        };
+        self.call(connection, &request).await
     }
 
     async fn call(
         &self,
         connection: &mut Connection,
-        request: Request<Full<Bytes>>,
+        request: &Request<'_>,
     ) -> Result<Reply, String> {
         let dependency = self.dependency;
         let start = Instant::now();
@@ -200,7 +195,7 @@ impl Client {
         };
         let result = tokio::select! {
             biased;
-            result = self.exchange(&mut connection.open, request, start) => result,
+            result = self.exchange(&mut connection.open, &mut connection.buffer, request, start) => result,
             () = timer.as_mut() => {
                 // Cut short, the call may leave a request half-sent or an
                 // answer half-read: its connection is not reused.
@@ -236,86 +231,54 @@ impl Client {
     async fn exchange(
         &self,
         connection: &mut Option<Open>,
-        mut request: Request<Full<Bytes>>,
+        buffer: &mut Vec<u8>,
+        request: &Request<'_>,
         start: Instant,
     ) -> Result<Reply, String> {
-        let response = loop {
+        let answer = loop {
             let (open, reused) = match &mut *connection {
-                Some(open) if start < open.expiry && !open.sender.is_closed() => (open, true),
+                Some(open) if start < open.expiry && http1::is_open(&open.stream) => (open, true),
                 // Boxed: a rare path, which would otherwise make every call's
                 // future as large as a connection attempt's, copied at each call.
                 slot => (slot.insert(Box::pin(self.connect()).await?), false),
             };
-            // A kept connection that the other end closed meanwhile is
-            // replaced, and the request, not sent, goes on a new one.
-            if let Err(err) = open.sender.ready().await {
-                *connection = None;
-                if reused {
-                    continue;
-                }
-                return Err(format!("client error (SendRequest): {}", error_chain(&err)));
-            }
-            match open.sender.try_send_request(request).await {
-                Ok(response) => break response,
-                Err(mut err) => {
+            match http1::exchange(&mut open.stream, buffer, request).await {
+                Ok(answer) => break answer,
+                // A kept connection that the other end closed meanwhile is
+                // replaced, and the request, not sent, goes on a new one.
+                Err(Failure::Unsent(_)) if reused => *connection = None,
+                Err(Failure::Unsent(err) | Failure::Failed(err)) => {
                     *connection = None;
-                    request = match err.take_message() {
-                        Some(unsent) if reused => unsent,
-                        Some(_) => {
-                            let err = error_chain(err.error());
-                            return Err(format!("client error (Canceled): {err}"));
-                        }
-                        None => {
-                            let err = error_chain(err.error());
-                            return Err(format!("client error (SendRequest): {err}"));
-                        }
-                    };
+                    return Err(err);
                 }
             }
         };
-        let (mut head, body) = response.into_parts();
-        let body = match body.collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(err) => {
-                *connection = None;
-                return Err(error_chain(&err));
-            }
-        };
-        if !head.status.is_success() {
-            let reason = String::from_utf8_lossy(&body);
+        if !answer.reusable {
+            *connection = None;
+        }
+        if !answer.status.is_success() {
+            let reason = String::from_utf8_lossy(&answer.body);
             let reason = reason.lines().next().unwrap_or("");
-            return Err(format!("answered {}: {reason}", head.status));
+            return Err(format!("answered {}: {reason}", answer.status));
         }
         Ok(Reply {
-            body,
-            instance: head.headers.remove(INSTANCE_HEADER),
+            body: answer.body,
+            instance: answer.instance,
         })
     }
 
     /// A new connection, with its lifetime.
     async fn connect(&self) -> Result<Open, String> {
-        let io = self
+        let stream = self
             .connector
             .clone()
             .oneshot(self.destination.clone())
             .await
-            .map_err(|err| format!("client error (Connect): {}", error_chain(&err)))?;
-        let (sender, connection) = http1::Builder::new()
-            .read_buf_exact_size(Some(READ_BUFFER))
-            // A request is a few dozen bytes: copied into one buffer, it costs
-            // less than queued as pieces for one vectored write.
-            .writev(false)
-            .handshake::<TokioIo<TcpStream>, Full<Bytes>>(io)
-            .await
-            .map_err(|err| format!("client error (SendRequest): {}", error_chain(&err)))?;
-        // Reads and writes the connection until it is closed: when its
-        // sender is dropped, or by the other end.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+            .map_err(|err| format!("client error (Connect): {}", error_chain(&err)))?
+            .into_inner();
         let lifetime = self.max_age.mul_f64(rand::random_range(0.5..=1.0));
         Ok(Open {
-            sender,
+            stream,
             expiry: Instant::now() + lifetime,
         })
     }
