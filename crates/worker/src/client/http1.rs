@@ -62,6 +62,10 @@ const KEPT_BUFFER: usize = 4096;
 const MAX_HEAD: usize = 64 * 1024;
 /// The most headers in an answer, as with hyper.
 const MAX_HEADERS: usize = 100;
+/// The longest body of an answer: rng's most bytes for one request
+/// (`RNG_MAX_BYTES`' default; the worker asks for 32). A peer announcing more
+/// is not a DockerCoins service: its answer is refused, not allocated.
+const MAX_BODY: usize = 1024 * 1024;
 
 /// Whether a kept connection, idle since its last answer, is still open: the
 /// other end may have closed it meanwhile (or sent what it should not have).
@@ -270,8 +274,17 @@ async fn read_body(
             "end of file before message length reached",
         )
     };
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "answer body larger than 1 MiB",
+        )
+    };
     match framing {
         Framing::Length(length) => {
+            if length > MAX_BODY {
+                return Err(too_large());
+            }
             let end = start + length;
             while buffer.len() < end {
                 buffer.reserve(end - buffer.len());
@@ -282,7 +295,11 @@ async fn read_body(
             Ok((Bytes::copy_from_slice(&buffer[start..end]), end))
         }
         Framing::Close => {
-            while read_more(stream, buffer).await? > 0 {}
+            while read_more(stream, buffer).await? > 0 {
+                if buffer.len() - start > MAX_BODY {
+                    return Err(too_large());
+                }
+            }
             let end = buffer.len();
             Ok((Bytes::copy_from_slice(&buffer[start..]), end))
         }
@@ -305,6 +322,9 @@ async fn read_body(
                     match httparse::parse_chunk_size(&buffer[at..]) {
                         Ok(httparse::Status::Complete((line, size))) => {
                             let size = usize::try_from(size).map_err(|_| invalid_chunk())?;
+                            if size > MAX_BODY - body.len() {
+                                return Err(too_large());
+                            }
                             if size == 0 {
                                 at += line;
                                 last = true;
@@ -467,6 +487,38 @@ mod tests {
                 "error reading a body from connection: end of file before message length reached"
             ),
             _ => panic!("a body cut short came back whole"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_any_dockercoins_answer_is_refused() {
+        static TOO_LONG: &[&str] =
+            &["HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551615\r\n\r\n"];
+        static TOO_MANY_CHUNKS: &[&str] =
+            &["HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\n"];
+        for answers in [TOO_LONG, TOO_MANY_CHUNKS] {
+            let mut stream = TcpStream::connect(server(answers, 1000).await)
+                .await
+                .expect("connect");
+            let request = Request {
+                method: "GET",
+                target: "/32",
+                host: b"rng",
+                body: None,
+            };
+            let mut buffer = Vec::new();
+            match exchange(&mut stream, &mut buffer, &request).await {
+                Err(Failure::Failed(err)) => assert_eq!(
+                    err,
+                    "error reading a body from connection: answer body larger than 1 MiB"
+                ),
+                _ => panic!("an answer of {:?} was taken", answers[0]),
+            }
+            assert!(
+                buffer.capacity() < MAX_BODY,
+                "{} bytes held",
+                buffer.capacity()
+            );
         }
     }
 
