@@ -154,13 +154,7 @@ impl Client {
     }
 
     pub async fn get(&self, connection: &mut Connection, uri: &Uri) -> Result<Reply, String> {
-        let request = Request {
-            method: "GET",
-            target: uri.path_and_query().map_or("/", |path| path.as_str()),
-            host: self.host.as_bytes(),
-            body: None,
-        };
-        self.call(connection, &request).await
+        self.call(connection, &self.request("GET", uri, None)).await
     }
 
     pub async fn post(
@@ -169,13 +163,22 @@ impl Client {
         uri: &Uri,
         body: Bytes,
     ) -> Result<Reply, String> {
-        let request = Request {
-            method: "POST",
+        self.call(connection, &self.request("POST", uri, Some(&body)))
+            .await
+    }
+
+    fn request<'a>(
+        &'a self,
+        method: &'static str,
+        uri: &'a Uri,
+        body: Option<&'a [u8]>,
+    ) -> Request<'a> {
+        Request {
+            method,
             target: uri.path_and_query().map_or("/", |path| path.as_str()),
             host: self.host.as_bytes(),
-            body: Some(&body),
-        };
-        self.call(connection, &request).await
+            body,
+        }
     }
 
     async fn call(

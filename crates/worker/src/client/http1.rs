@@ -395,6 +395,14 @@ mod tests {
         ));
     }
 
+    /// rng's call, as the worker makes it.
+    const GET_32: Request<'static> = Request {
+        method: "GET",
+        target: "/32",
+        host: b"rng",
+        body: None,
+    };
+
     /// Answers each request on one connection with the next of `answers`,
     /// written in pieces of `piece` bytes; returns the address.
     async fn server(answers: &'static [&'static str], piece: usize) -> std::net::SocketAddr {
@@ -425,15 +433,9 @@ mod tests {
             .await
             .expect("connect");
         let mut buffer = Vec::new();
-        let request = Request {
-            method: "GET",
-            target: "/32",
-            host: b"rng",
-            body: None,
-        };
         let mut got = Vec::new();
         for _ in answers {
-            match exchange(&mut stream, &mut buffer, &request).await {
+            match exchange(&mut stream, &mut buffer, &GET_32).await {
                 Ok(answer) => got.push((
                     answer.status.as_u16(),
                     answer.body.to_vec(),
@@ -468,26 +470,27 @@ mod tests {
         }
     }
 
+    /// The error one exchange on `answers`' server fails with, and the
+    /// capacity the buffer kept.
+    async fn failure(answers: &'static [&'static str]) -> (String, usize) {
+        let mut stream = TcpStream::connect(server(answers, 1000).await)
+            .await
+            .expect("connect");
+        let mut buffer = Vec::new();
+        match exchange(&mut stream, &mut buffer, &GET_32).await {
+            Err(Failure::Failed(err)) => (err, buffer.capacity()),
+            Err(Failure::Unsent(err)) => panic!("not sent: {err}"),
+            Ok(_) => panic!("an answer of {:?} was taken", answers[0]),
+        }
+    }
+
     #[tokio::test]
     async fn an_answer_cut_short_is_an_error() {
         static ANSWERS: &[&str] = &["HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel"];
-        let mut stream = TcpStream::connect(server(ANSWERS, 100).await)
-            .await
-            .expect("connect");
-        let request = Request {
-            method: "GET",
-            target: "/",
-            host: b"rng",
-            body: None,
-        };
-        let mut buffer = Vec::new();
-        match exchange(&mut stream, &mut buffer, &request).await {
-            Err(Failure::Failed(err)) => assert_eq!(
-                err,
-                "error reading a body from connection: end of file before message length reached"
-            ),
-            _ => panic!("a body cut short came back whole"),
-        }
+        assert_eq!(
+            failure(ANSWERS).await.0,
+            "error reading a body from connection: end of file before message length reached"
+        );
     }
 
     #[tokio::test]
@@ -497,28 +500,12 @@ mod tests {
         static TOO_MANY_CHUNKS: &[&str] =
             &["HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\n"];
         for answers in [TOO_LONG, TOO_MANY_CHUNKS] {
-            let mut stream = TcpStream::connect(server(answers, 1000).await)
-                .await
-                .expect("connect");
-            let request = Request {
-                method: "GET",
-                target: "/32",
-                host: b"rng",
-                body: None,
-            };
-            let mut buffer = Vec::new();
-            match exchange(&mut stream, &mut buffer, &request).await {
-                Err(Failure::Failed(err)) => assert_eq!(
-                    err,
-                    "error reading a body from connection: answer body larger than 1 MiB"
-                ),
-                _ => panic!("an answer of {:?} was taken", answers[0]),
-            }
-            assert!(
-                buffer.capacity() < MAX_BODY,
-                "{} bytes held",
-                buffer.capacity()
+            let (err, held) = failure(answers).await;
+            assert_eq!(
+                err,
+                "error reading a body from connection: answer body larger than 1 MiB"
             );
+            assert!(held < MAX_BODY, "{held} bytes held");
         }
     }
 
